@@ -1,0 +1,5 @@
+"""``python -m dinit``: the same as the ``dinit`` console script."""
+
+from .cli import main
+
+main()

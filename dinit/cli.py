@@ -1,0 +1,157 @@
+"""The command line: ``dinit [--help] [--version] [--] [CMD [ARG...]]`` and the start-up sequence.
+
+Start-up order matters: fds and the signal mask are fixed first (programs inherit them), then the
+writers and logging exist so every later error can be reported, then configuration and the service
+directory are validated completely before the first program starts (§1, §2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from . import __version__
+from . import log as own_log
+from .config import Config, ConfigError, ExitCodeMode, load, log_level_from
+from .log import logger
+from .multiplexer import Multiplexer
+from .processes import become_subreaper, prepare_own_fds
+from .services import Service, ServiceError, scan
+from .supervisor import EXIT_ERROR, EXIT_OK, Supervisor
+from .writer import Writer
+
+USAGE = """\
+usage: dinit [--help] [--version] [--] [CMD [ARG...]]
+
+Runs every service of DINIT_DIR (default /etc/service) as an init for containers, multiplexing their
+output onto its own. With CMD, CMD runs as one more service named "main" (then a missing DINIT_DIR
+is fine, and without a service directory CMD's exit status becomes dinit's, like tini).
+
+options:
+  -h, --help     print this help and exit
+  -V, --version  print the version and exit
+  --             end of dinit's options; everything after is CMD and its arguments
+
+Configuration is by environment variables: DINIT_DIR, DINIT_JSON_STDOUT, DINIT_LOG_LEVEL,
+DINIT_REPARENTING_POLICY, DINIT_KILL_TIMEOUT, DINIT_TIMEOUT, DINIT_EXIT_CODE (see README).
+"""
+
+MAIN_SERVICE = "main"
+
+
+class UsageError(Exception):
+    """A command line dinit does not understand."""
+
+
+def parse_args(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """Split dinit's own options from the command. Returns (``help``/``version``/None, command)."""
+    for index, arg in enumerate(args):
+        if arg == "--":
+            return None, list(args[index + 1:])
+        if arg in ("-h", "--help"):
+            return "help", []
+        if arg in ("-V", "--version"):
+            return "version", []
+        if arg.startswith("-") and arg != "-":
+            raise UsageError(f"unknown option {arg!r} (options come before CMD; see dinit --help)")
+        return None, list(args[index:])
+    return None, []
+
+
+class Dinit:
+    """One run of dinit: owns the writers so every exit path flushes them."""
+
+    def __init__(self) -> None:
+        self.stdout = Writer(1, "stdout")
+        self.stderr = Writer(2, "stderr")
+        self.stdout.fallback, self.stderr.fallback = self.stderr, self.stdout
+        self.stdout.on_closed = self.stderr.on_closed = self._stream_closed
+        own_log.setup(log_level_from(os.environ), self.stderr)
+
+    def _stream_closed(self, writer: Writer, error: OSError) -> None:
+        """Said once, on the other stream; the closed stream's lines go there from now on (§4.6)."""
+        other = self.stderr if writer is self.stdout else self.stdout
+        other.write(own_log.render("error", f"{writer.name} is closed ({error.strerror}), writing its "
+                                   f"lines to {other.name} from now on".encode()))
+
+    def exit(self, code: int) -> NoReturn:
+        logger.info(f"dinit exiting with status {code}")
+        self.stdout.close()
+        self.stderr.close()
+        os._exit(code)
+
+    def fail(self, message: str) -> NoReturn:
+        logger.error(message)
+        self.exit(EXIT_ERROR)
+
+    def run(self, args: Sequence[str]) -> NoReturn:
+        try:
+            action, command = parse_args(args)
+            config = load(os.environ)
+        except (UsageError, ConfigError) as error:
+            self.fail(str(error))
+        if action is not None:
+            self.stdout.write((USAGE if action == "help" else f"dinit {__version__}\n").encode())
+            self.stdout.close()
+            os._exit(EXIT_OK)
+        own_log.setup(config.log_level, self.stderr)
+        if os.getpid() != 1:
+            logger.info(f"not running as a PID 1, but PID {os.getpid()}, registering as a process subreaper")
+            try:
+                become_subreaper()
+            except OSError as error:
+                self.fail(f"cannot register as a process subreaper: {error.strerror}")
+        try:
+            services = find_services(config, command)
+        except ServiceError as error:
+            self.fail(str(error))
+        if not services:
+            logger.warning("no services found, exiting")
+            self.exit(EXIT_OK)
+        propagate = config.exit_code is ExitCodeMode.PROPAGATE or (
+            config.exit_code is None and bool(command) and len(services) == 1)
+        self.exit(self._supervise(config, services, propagate))
+
+    def _supervise(self, config: Config, services: list[Service], propagate: bool) -> int:
+        loop = asyncio.new_event_loop()
+        mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout)
+        supervisor = Supervisor(config, services, mux, loop, propagate)
+        loop.set_exception_handler(lambda _loop, context: _internal_error(supervisor, context))
+        try:
+            return loop.run_until_complete(supervisor.run())
+        finally:
+            supervisor.reparenter.close()
+
+
+def _internal_error(supervisor: Supervisor, context: dict[str, Any]) -> None:
+    """A bug must not leave the container half-alive: report it and tear down with exit code 1."""
+    error = context.get("exception")
+    logger.error(f"internal error: {context.get('message')}: {error!r}")
+    supervisor.teardown(EXIT_ERROR, EXIT_ERROR)
+
+
+def find_services(config: Config, command: list[str]) -> list[Service]:
+    """The directory's services plus the command's ``main`` service, in name order."""
+    services = [] if command and not os.path.isdir(config.directory) else scan(config.directory)
+    if command:
+        if any(service.name == MAIN_SERVICE for service in services):
+            raise ServiceError(f"{MAIN_SERVICE}: {config.directory}/{MAIN_SERVICE}: a service named "
+                               f"{MAIN_SERVICE!r} conflicts with the command given to dinit")
+        cwd = os.getcwd()
+        program = command[0] if "/" in command[0] else shutil.which(command[0]) or command[0]
+        services.append(Service(name=MAIN_SERVICE, directory=cwd, run=program, argv=tuple(command),
+                                search_path="/" not in program))
+        services.sort(key=lambda service: os.fsencode(service.name))
+    return services
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the ``dinit`` console script and ``python -m dinit``."""
+    prepare_own_fds()
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    Dinit().run(sys.argv[1:] if argv is None else argv)

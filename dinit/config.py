@@ -1,0 +1,120 @@
+"""Configuration: every ``DINIT_*`` environment variable, parsed and validated once at start.
+
+Everything is validated before anything is started, so a typo in an image's environment fails the
+container at once with a line that names the variable, the bad value and what is accepted (§1).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """An invalid variable; the message is the one error line dinit prints before exiting 1."""
+
+
+class Policy(Enum):
+    """What happens to a process that is reparented to dinit (§6.2)."""
+
+    TERMINATE = "terminate"
+    ADOPT = "adopt"
+    IGNORE = "ignore"
+
+
+class ExitCodeMode(Enum):
+    """How dinit's own exit code is chosen (§5.3, §9)."""
+
+    SUMMARY = "summary"
+    PROPAGATE = "propagate"
+
+
+#: Log levels by rank; a message is shown when its rank is at or above the configured one.
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "none": 100}
+
+_BOOLEANS = {word: True for word in ("1", "true", "yes", "on")} | {
+    word: False for word in ("0", "false", "no", "off")}
+_LEVEL_NAMES = {"none": "none", "error": "error", "warn": "warning", "warning": "warning",
+                "info": "info", "debug": "debug"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration; ``None`` for a timeout means "never"."""
+
+    directory: str = "/etc/service"
+    directory_given: bool = False
+    json_stdout: bool = True
+    log_level: str = "warning"
+    policy: Policy = Policy.TERMINATE
+    kill_timeout: float = 30.0
+    timeout: float | None = None
+    exit_code: ExitCodeMode | None = None
+
+
+def _choice(table: Mapping[str, T], accepted: str) -> Callable[[str, str], T]:
+    """Build a parser for a case-insensitive choice among ``table``'s keys."""
+
+    def parse(name: str, value: str) -> T:
+        try:
+            return table[value.strip().lower()]
+        except KeyError:
+            raise ConfigError(f"invalid {name} {value!r}: accepted are {accepted}") from None
+
+    return parse
+
+
+def _seconds(name: str, value: str) -> float:
+    """Parse a non-negative, finite number of seconds (``0.5`` allowed)."""
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        seconds = -1.0
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise ConfigError(f"invalid {name} {value!r}: accepted is a non-negative number of seconds")
+    return seconds
+
+
+def _directory(_name: str, value: str) -> str:
+    """Resolve a relative ``DINIT_DIR`` against the working directory at start (§1)."""
+    return os.path.abspath(value)
+
+
+_PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "DINIT_DIR": ("directory", _directory),
+    "DINIT_JSON_STDOUT": ("json_stdout", _choice(_BOOLEANS, "1, true, yes, on, 0, false, no, off")),
+    "DINIT_LOG_LEVEL": ("log_level", _choice(_LEVEL_NAMES, "none, error, warn, info, debug")),
+    "DINIT_REPARENTING_POLICY": (
+        "policy", _choice({p.value: p for p in Policy}, "terminate, adopt, ignore")),
+    "DINIT_KILL_TIMEOUT": ("kill_timeout", _seconds),
+    "DINIT_TIMEOUT": ("timeout", _seconds),
+    "DINIT_EXIT_CODE": (
+        "exit_code", _choice({m.value: m for m in ExitCodeMode}, "propagate, summary")),
+}
+
+
+def log_level_from(environ: Mapping[str, str]) -> str:
+    """The log level alone, falling back to the default, so a config error can honour a valid level."""
+    try:
+        return load(environ, only=("DINIT_LOG_LEVEL",)).log_level
+    except ConfigError:
+        return Config.log_level
+
+
+def load(environ: Mapping[str, str], only: tuple[str, ...] | None = None) -> Config:
+    """Parse the ``DINIT_*`` variables of ``environ``; an empty variable means its default (§1)."""
+    values: dict[str, object] = {}
+    for variable, (field, parse) in _PARSERS.items():
+        raw = environ.get(variable, "")
+        if raw == "" or (only is not None and variable not in only):
+            continue
+        values[field] = parse(variable, raw)
+    if "directory" in values:
+        values["directory_given"] = True
+    return Config(**values)  # type: ignore[arg-type]

@@ -1,0 +1,236 @@
+"""Cutting programs' byte streams into lines and labelling them (§4.1, §4.3, §4.4).
+
+Everything here is pure (bytes in, bytes out) so it can be property-tested, and it works on whole
+chunks rather than single lines: a chunk of many ordinary lines is handled by a few C-level bytes
+operations (``split``, ``replace``) and one ``orjson.loads`` per line via ``map``. Only chunks with
+something unusual (``\\r\\n``, empty lines, non-JSON lines, reserved keys) take the per-line path.
+Bytes are never decoded, so invalid UTF-8 passes through the prefix form unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import orjson
+
+#: Longest line emitted whole; longer lines are emitted in pieces of at most this size (§4.1).
+MAX_LINE = 1024 * 1024
+
+_JSON_SPACE = b" \t\r\n"
+_RESERVED = frozenset({"service", "stage", "logged"})
+
+
+class LineSplitter:
+    """Cuts one stream into lines, holding the unfinished last line between chunks.
+
+    :meth:`feed` returns a *block*: complete lines, each ending in ``\\n`` and at most
+    :data:`MAX_LINE` bytes long (a longer line is cut into pieces, each ending in ``\\n``), plus the
+    number of lines that had to be cut, so the caller can warn once per cut line.
+    """
+
+    __slots__ = ("_cutting", "_partial", "_partial_size")
+
+    def __init__(self) -> None:
+        self._partial: list[bytes] = []
+        self._partial_size = 0
+        self._cutting = False
+
+    def feed(self, chunk: bytes) -> tuple[bytes, int]:
+        """Add ``chunk``; return the complete lines it finishes and how many lines were cut."""
+        if len(chunk) > MAX_LINE:
+            # A line wholly inside a chunk is only checked against the limit when held, so
+            # bigger chunks (dinit reads at most MAX_LINE bytes) are fed in limit-sized parts.
+            results = [self.feed(chunk[i:i + MAX_LINE]) for i in range(0, len(chunk), MAX_LINE)]
+            return b"".join(block for block, _ in results), sum(cut for _, cut in results)
+        end = chunk.rfind(b"\n") + 1
+        if not end:
+            return self._hold(chunk)
+        if not self._partial:
+            block = chunk if end == len(chunk) else chunk[:end]
+            cut = 0
+        else:
+            first = chunk.find(b"\n") + 1
+            block, cut = self._finish_line(chunk[:first])
+            if first < end:
+                block += chunk[first:end]
+        self._partial = [chunk[end:]] if end < len(chunk) else []
+        self._partial_size = len(chunk) - end
+        return block, cut
+
+    def flush(self) -> tuple[bytes, int]:
+        """At EOF: the unfinished last line, as a block of its own (§4.1)."""
+        if not self._partial_size:
+            return b"", 0
+        return self._finish_line(b"\n")
+
+    def _hold(self, chunk: bytes) -> tuple[bytes, int]:
+        """Keep a chunk without ``\\n``; emit whole pieces once the held line exceeds the limit."""
+        self._partial.append(chunk)
+        self._partial_size += len(chunk)
+        if self._partial_size <= MAX_LINE:
+            return b"", 0
+        held = b"".join(self._partial)
+        whole = len(held) - len(held) % MAX_LINE
+        if whole == len(held):
+            whole -= MAX_LINE
+        rest = held[whole:]
+        self._partial, self._partial_size = [rest], len(rest)
+        cut = 0 if self._cutting else 1
+        self._cutting = True
+        return _pieces(held[:whole]), cut
+
+    def _finish_line(self, tail: bytes) -> tuple[bytes, int]:
+        """Join the held part of a line with its ``tail`` (which ends in ``\\n``)."""
+        line = b"".join(self._partial) + tail
+        cut = 0
+        if len(line) - 1 > MAX_LINE:
+            body = line[:-1]
+            cut = 0 if self._cutting else 1
+            line = _pieces(body)
+        self._partial, self._partial_size, self._cutting = [], 0, False
+        return line, cut
+
+
+def _pieces(data: bytes) -> bytes:
+    """``data`` as lines of at most MAX_LINE bytes, each ending in ``\\n``."""
+    return b"".join(data[i:i + MAX_LINE] + b"\n" for i in range(0, len(data), MAX_LINE))
+
+
+def split_block(block: bytes) -> list[bytes]:
+    """The non-empty lines of a block, each without ``\\n`` and one trailing ``\\r`` (§4.1)."""
+    lines = []
+    for line in block.split(b"\n")[:-1]:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line:
+            lines.append(line)
+    return lines
+
+
+class PrefixLabeller:
+    """Labels lines as ``<time> <name>/<stage>: <line>`` (§4.4)."""
+
+    __slots__ = ("_label",)
+
+    def __init__(self, name: str, stage: str) -> None:
+        self._label = b" %s/%s: " % (name.encode("utf-8", "surrogateescape"), stage.encode())
+
+    def label(self, block: bytes, time: bytes) -> bytes:
+        """Prefix every line of ``block``; the usual case is one ``replace`` over the whole block."""
+        prefix = time + self._label
+        if b"\r" not in block and b"\n\n" not in block and block[:1] != b"\n":
+            return prefix + block[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
+        return b"".join(prefix + line + b"\n" for line in split_block(block))
+
+
+class JsonLabeller:
+    """Appends ``"service"``, ``"stage"`` and ``"logged"`` to each JSON object line (§4.3).
+
+    :meth:`label` returns the annotated stdout bytes and the lines that are not JSON objects, which
+    the caller reports on stderr.
+    """
+
+    __slots__ = ("_meta",)
+
+    def __init__(self, name: str, stage: str) -> None:
+        self._meta = b',"service":%s,"stage":%s,"logged":"' % (orjson.dumps(name), orjson.dumps(stage))
+
+    def label(self, block: bytes, time: bytes) -> tuple[bytes, list[bytes]]:
+        """Annotate a block; ordinary blocks take the C-speed path, others go line by line."""
+        suffix = self._meta + time + b'"}\n'
+        lines = block.split(b"\n")
+        lines.pop()
+        # One "}\n" replaced per line means every line ends in "}": then each line that parses is an
+        # object (no other JSON value ends in "}"), and the replacement is exactly the annotation.
+        labelled = block.replace(b"}\n", suffix)
+        if len(labelled) - len(block) == len(lines) * (len(suffix) - 2):
+            try:
+                objects = list(map(orjson.loads, lines))
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                if all(objects) and all(map(_RESERVED.isdisjoint, objects)):
+                    return labelled, []
+        return self._label_lines(block, suffix)
+
+    def _label_lines(self, block: bytes, suffix: bytes) -> tuple[bytes, list[bytes]]:
+        out: list[bytes] = []
+        rejected: list[bytes] = []
+        for line in split_block(block):
+            labelled = label_json_line(line, suffix)
+            if labelled is None:
+                rejected.append(line)
+            else:
+                out.append(labelled)
+        return b"".join(out), rejected
+
+
+def label_json_line(line: bytes, suffix: bytes) -> bytes | None:
+    """One line annotated with ``suffix`` (``,"service":…}\\n``), or None if it is no JSON object.
+
+    The program's bytes are kept; members named like dinit's three are removed first so the result
+    never has duplicate keys, and an empty object gets no leading comma.
+    """
+    body = line.rstrip(_JSON_SPACE)
+    if not body.endswith(b"}"):
+        return None
+    value = _parse(body)
+    if type(value) is not dict:
+        return None
+    if not _RESERVED.isdisjoint(value):
+        body, empty = _drop_members(body, _RESERVED)
+    else:
+        empty = not value
+    return body[:-1] + (suffix[1:] if empty else suffix)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse(body: bytes) -> object:
+    """Parse with orjson; fall back to the standard library for valid JSON orjson refuses
+    (e.g. lone surrogate escapes or very deep nesting), still refusing NaN and Infinity."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
+
+
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]', re.DOTALL)
+
+
+def _drop_members(body: bytes, names: frozenset[str]) -> tuple[bytes, bool]:
+    """Remove the top-level members of object ``body`` whose key is in ``names``, byte-exactly
+    keeping everything else; also say whether the object is left empty."""
+    depth = 0
+    start = 0
+    members: list[bytes] = []
+    head = b""
+    for token in _TOKEN.finditer(body):
+        kind = token.group()[:1]
+        if kind in b"{[":
+            depth += 1
+            if depth == 1:
+                head, start = body[:token.end()], token.end()
+        elif kind in b"}]":
+            depth -= 1
+            if depth == 0:
+                members.append(body[start:token.start()])
+        elif kind == b"," and depth == 1:
+            members.append(body[start:token.start()])
+            start = token.end()
+    kept = [member for member in members if _member_key(member) not in names]
+    empty = all(not member.strip(_JSON_SPACE) for member in kept)
+    return head + b",".join(kept) + b"}", empty
+
+
+def _member_key(member: bytes) -> str | None:
+    """The decoded key of one ``"key": value`` member (escapes resolved), None for an empty one."""
+    match = _TOKEN.search(member)
+    return json.loads(match.group()) if match and match.group()[:1] == b'"' else None

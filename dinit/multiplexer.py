@@ -1,0 +1,178 @@
+"""Output multiplexing: read every program's pipes on the event loop and write labelled lines (§4).
+
+Each pipe read end is a :class:`Stream` with its own splitter and labeller. A readable pipe is read in
+one large chunk, stamped with one timestamp, labelled as a block and queued on a writer as a single
+``bytes``. When a writer falls behind, all reading pauses until it drains, so memory stays bounded and
+programs block on their own writes instead (§4.6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable
+
+from . import log
+from .clock import timestamp
+from .lines import MAX_LINE, JsonLabeller, LineSplitter, PrefixLabeller
+from .log import logger
+from .writer import Writer
+
+#: Bytes read per readiness event; at most MAX_LINE so only held partial lines can exceed the limit.
+READ_SIZE = MAX_LINE
+#: Pipe capacity asked for (F_SETPIPE_SZ): fewer wake-ups at high rates. Best effort.
+PIPE_SIZE = 1024 * 1024
+_F_SETPIPE_SZ = 1031
+
+
+def make_pipe() -> tuple[int, int]:
+    """A close-on-exec pipe with a large buffer; the read end is non-blocking for the loop."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(write_end, _F_SETPIPE_SZ, PIPE_SIZE)
+    os.set_blocking(read_end, False)
+    return read_end, write_end
+
+
+class Stream:
+    """One pipe read end carrying a program's stdout or stderr."""
+
+    __slots__ = ("fd", "is_stdout", "labeller", "name", "on_eof", "reading", "splitter", "stage")
+
+    def __init__(self, fd: int, name: str, stage: str, is_stdout: bool, json: bool,
+                 on_eof: Callable[[], None] | None) -> None:
+        self.fd = fd
+        self.name = name
+        self.stage = stage
+        self.is_stdout = is_stdout
+        self.splitter = LineSplitter()
+        self.labeller: JsonLabeller | PrefixLabeller = (
+            JsonLabeller(name, stage) if json and is_stdout else PrefixLabeller(name, stage))
+        self.on_eof = on_eof
+        self.reading = False
+
+
+class Multiplexer:
+    """Owns every stream and the two writers; runs entirely on the event loop thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stdout: Writer, stderr: Writer,
+                 json_stdout: bool) -> None:
+        self._loop = loop
+        self._stdout = stdout
+        self._stderr = stderr
+        self._json = json_stdout
+        self._streams: dict[int, Stream] = {}
+        self._paused = False
+        self.on_idle: Callable[[], None] | None = None
+
+    @property
+    def open_streams(self) -> int:
+        """How many pipes have not reached EOF yet (dinit exits only at zero, §4.6)."""
+        return len(self._streams)
+
+    def add(self, fd: int, name: str, stage: str, is_stdout: bool,
+            on_eof: Callable[[], None] | None = None) -> None:
+        """Start reading ``fd`` (which dinit now owns and will close at EOF)."""
+        os.set_blocking(fd, False)
+        stream = Stream(fd, name, stage, is_stdout, self._json, on_eof)
+        self._streams[fd] = stream
+        if not self._paused:
+            self._watch(stream)
+
+    def _watch(self, stream: Stream) -> None:
+        self._loop.add_reader(stream.fd, self._on_readable, stream)
+        stream.reading = True
+
+    def _unwatch(self, stream: Stream) -> None:
+        if stream.reading:
+            self._loop.remove_reader(stream.fd)
+            stream.reading = False
+
+    def _on_readable(self, stream: Stream) -> None:
+        try:
+            chunk = os.read(stream.fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            logger.warning(f"{stream.name}/{stream.stage}: error reading output: {error.strerror}")
+            chunk = b""
+        if not chunk:
+            self._close(stream)
+            return
+        block, cut = stream.splitter.feed(chunk)
+        self._emit(stream, block, cut)
+        if self._stdout.congested or self._stderr.congested:
+            self._pause()
+
+    def _emit(self, stream: Stream, block: bytes, cut: int) -> None:
+        """Label a block of whole lines and queue it on the right writer."""
+        if cut:
+            logger.warning(f"{stream.name}/{stream.stage}: line longer than {MAX_LINE} bytes,"
+                           " emitted in pieces")
+        if not block:
+            return
+        time = timestamp()
+        labeller = stream.labeller
+        if isinstance(labeller, PrefixLabeller):
+            (self._stdout if stream.is_stdout else self._stderr).write(labeller.label(block, time))
+            return
+        labelled, rejected = labeller.label(block, time)
+        if labelled:
+            self._stdout.write(labelled)
+        if rejected:
+            self._stderr.write(self._not_json(stream, rejected, time))
+
+    def _not_json(self, stream: Stream, lines: list[bytes], time: bytes) -> bytes:
+        """Non-JSON stdout lines: a warning each, or the plain prefix form when warnings are
+        hidden -- never dropped (§4.3)."""
+        label = b"%s/%s: " % (stream.name.encode("utf-8", "surrogateescape"), stream.stage.encode())
+        if log.enabled("warning"):
+            return b"".join(log.render("warning", label + b"not JSON stdout: " + line) for line in lines)
+        return b"".join(b"%s %s%s\n" % (time, label, line) for line in lines)
+
+    def _close(self, stream: Stream) -> None:
+        """EOF: emit the unfinished last line, release the fd, tell the owner."""
+        block, cut = stream.splitter.flush()
+        self._emit(stream, block, cut)
+        self._unwatch(stream)
+        del self._streams[stream.fd]
+        os.close(stream.fd)
+        if stream.on_eof is not None:
+            stream.on_eof()
+        if not self._streams and self.on_idle is not None:
+            self.on_idle()
+
+    def _pause(self) -> None:
+        """Stop reading until the writers drain; programs then block on their own writes."""
+        if self._paused:
+            return
+        self._paused = True
+        for stream in self._streams.values():
+            self._unwatch(stream)
+        self._arm_resume()
+
+    def _arm_resume(self) -> None:
+        resume = self._resume_threadsafe
+        for writer in (self._stdout, self._stderr):
+            writer.on_drain = resume
+        # The writer thread may have drained between our check and setting on_drain.
+        if not (self._stdout.congested or self._stderr.congested):
+            self._resume()
+
+    def _resume_threadsafe(self) -> None:
+        self._loop.call_soon_threadsafe(self._resume)
+
+    def _resume(self) -> None:
+        if not self._paused:
+            return
+        if self._stdout.congested or self._stderr.congested:
+            self._arm_resume()
+            return
+        self._paused = False
+        for writer in (self._stdout, self._stderr):
+            writer.on_drain = None
+        for stream in self._streams.values():
+            self._watch(stream)
+

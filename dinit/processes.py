@@ -1,0 +1,182 @@
+"""Process spawning and the facts dinit reads about processes from ``/proc`` (§3, §6).
+
+Programs are started with ``posix_spawn`` (a vfork-style clone in glibc: fast even when dinit's heap
+is large, and it reports exec failures synchronously). Nothing here waits for a child: reaping is the
+supervisor's job alone, with ``waitid``/``waitpid`` on the event loop thread, so no exit status can be
+taken by anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+#: Every signal a child gets reset to its default disposition (ignored ones too, e.g. SIGPIPE).
+_RESETTABLE = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+_PR_SET_CHILD_SUBREAPER = 36
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class Role(Enum):
+    """Why dinit has a process, which decides what its exit means (§5.1)."""
+
+    RUN = "run"
+    LOG = "log"
+    HOOK = "hook"
+    ADOPTED = "adopted"
+    ORPHAN = "orphan"
+
+
+@dataclass(eq=False)
+class Program:
+    """A process dinit waits for: one it started, or one reparented to it."""
+
+    pid: int
+    name: str
+    stage: str
+    role: Role
+    signalled: set[int] = field(default_factory=set)
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.stage}"
+
+
+def prepare_own_fds() -> None:
+    """Make sure fds 0-2 exist (so pipes never land on them) and no inherited fd leaks into
+    programs: every other fd dinit inherited becomes close-on-exec, so programs see only 0, 1, 2."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+
+
+def become_subreaper() -> None:
+    """Register as child subreaper so orphans of our programs come to us, not to the real PID 1."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def spawn(path: str, argv: Sequence[str], cwd: str, env: dict[str, str],
+          stdin: int, stdout: int, stderr: int, search_path: bool = False) -> int:
+    """Start a program in a session of its own with fds 0-2 from the given fds, every signal at its
+    default disposition and nothing blocked (§3). Raises OSError when it cannot be executed.
+
+    posix_spawn has no "change directory" action in Python, so dinit's own working directory is
+    switched around the call. Only the event loop thread spawns and nothing else of dinit uses
+    relative paths, so this is not observable.
+    """
+    actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
+               (os.POSIX_SPAWN_DUP2, stderr, 2)]
+    start = os.posix_spawnp if search_path else os.posix_spawn
+    home = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return start(path, list(argv), env, file_actions=actions, setsid=True,
+                     setsigmask=(), setsigdef=_RESETTABLE)
+    finally:
+        os.chdir(home)
+
+
+def signal_process(pid: int, signum: int) -> bool:
+    """Send a signal; False if the process is already gone."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def children() -> set[int]:
+    """PIDs of dinit's direct children, living or zombie, from every thread's children list."""
+    pids: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children", "rb") as file:
+                pids.update(map(int, file.read().split()))
+        except FileNotFoundError:
+            continue
+    return pids
+
+
+def _stat_fields(pid: int) -> list[bytes]:
+    """Fields of /proc/<pid>/stat after the command name (which may contain spaces and parens)."""
+    with open(f"/proc/{pid}/stat", "rb") as file:
+        data = file.read()
+    return data[data.rindex(b")") + 2:].split()
+
+
+def state_and_age(pid: int) -> tuple[str, float]:
+    """The process state letter (``Z`` for zombie) and its age in seconds. Raises OSError if gone."""
+    fields = _stat_fields(pid)
+    started = int(fields[19]) / _CLOCK_TICKS
+    return fields[0].decode(), time.clock_gettime(time.CLOCK_BOOTTIME) - started
+
+
+def session_of(pid: int) -> int:
+    """The session ID of a process. Raises OSError if gone."""
+    return int(_stat_fields(pid)[3])
+
+
+def cmdline(pid: int) -> str:
+    """The command line with arguments joined by spaces (empty for zombies and kernel threads)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            data = file.read()
+    except OSError:
+        return ""
+    return os.fsdecode(data.rstrip(b"\0").replace(b"\0", b" "))
+
+
+def program_name(pid: int, command: str) -> str:
+    """The name a process is labelled with: the last path part of the first word of its command
+    line, else its ``comm`` (§6.2)."""
+    words = command.split()
+    if words and (name := words[0].rsplit("/", 1)[-1]):
+        return name
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+        return os.fsdecode(data[data.index(b"(") + 1:data.rindex(b")")]) or "unknown"
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def kill_session(session: int) -> list[int]:
+    """SIGKILL every process of a session (its leader's process group and any process that moved
+    to another group of the same session). Returns the PIDs signalled."""
+    killed = []
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(session, signal.SIGKILL)
+        killed.append(session)
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == session:
+            continue
+        pid = int(name)
+        try:
+            if session_of(pid) == session:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    return killed
+

@@ -1,0 +1,122 @@
+"""Service discovery: turn ``DINIT_DIR`` into a validated list of services (§2).
+
+The whole directory is checked before anything is started, so a broken image fails at once with one
+line naming the service, the file and the reason, instead of half-starting and tearing down.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+from . import envdir
+from .log import logger
+
+#: Names a stop hook may have, with the stage its output is labelled with (§2, §4.2).
+HOOK_NAMES = (("finish", "finish"), ("terminate", "term"))
+
+
+class ServiceError(Exception):
+    """A broken service directory; the message is the one error line dinit prints before exiting 1."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service: the program to run, its optional stop hook and logger, and its environment."""
+
+    name: str
+    directory: str
+    run: str
+    argv: tuple[str, ...]
+    hook: str | None = None
+    hook_stage: str = "finish"
+    log_run: str | None = None
+    env: dict[str, str | None] = field(default_factory=dict)
+    #: True for a command given on dinit's command line: ``run`` is looked up in PATH.
+    search_path: bool = False
+
+
+def _check_program(name: str, path: str) -> None:
+    """Raise if ``path`` is not an executable file; a dangling symlink is named as such."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        reason = "dangling symlink" if os.path.islink(path) else "missing"
+        raise ServiceError(f"{name}: {path}: {reason}") from None
+    except OSError as error:
+        raise ServiceError(f"{name}: {path}: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ServiceError(f"{name}: {path}: not a regular file")
+    if not os.access(path, os.X_OK):
+        raise ServiceError(f"{name}: {path}: not executable")
+
+
+def _optional(path: str) -> bool:
+    """Whether an optional file is present (a dangling symlink counts, so it is reported)."""
+    return os.path.lexists(path)
+
+
+def _stop_hook(name: str, directory: str) -> tuple[str | None, str]:
+    """The stop hook's path and stage; having both ``finish`` and ``terminate`` is ambiguous."""
+    found = [(os.path.join(directory, file), stage) for file, stage in HOOK_NAMES
+             if _optional(os.path.join(directory, file))]
+    if len(found) > 1:
+        raise ServiceError(f"{name}: {directory}: has both finish and terminate, keep one")
+    if not found:
+        return None, "finish"
+    _check_program(name, found[0][0])
+    return found[0]
+
+
+def _logger(name: str, directory: str) -> str | None:
+    """The logging program, required to be runnable once ``S/log`` exists."""
+    log_dir = os.path.join(directory, "log")
+    if not _optional(log_dir):
+        return None
+    log_run = os.path.join(log_dir, "run")
+    _check_program(name, log_run)
+    return log_run
+
+
+def _environment(name: str, directory: str) -> dict[str, str | None]:
+    env_dir = os.path.join(directory, "env")
+    if not os.path.isdir(env_dir):
+        return {}
+    try:
+        return envdir.read(env_dir)
+    except envdir.EnvDirError as error:
+        raise ServiceError(f"{name}: {error}") from None
+
+
+def load_service(name: str, directory: str) -> Service:
+    """Validate one service directory and describe it."""
+    run = os.path.join(directory, "run")
+    _check_program(name, run)
+    hook, hook_stage = _stop_hook(name, directory)
+    return Service(name=name, directory=directory, run=run, argv=(run,), hook=hook,
+                   hook_stage=hook_stage, log_run=_logger(name, directory),
+                   env=_environment(name, directory))
+
+
+def scan(directory: str) -> list[Service]:
+    """All services of ``directory`` in byte order of their names, minus those with a ``down`` file."""
+    if not os.path.isdir(directory):
+        raise ServiceError(f"DINIT_DIR {directory}: no such directory")
+    services = []
+    for name in sorted(os.listdir(directory), key=os.fsencode):
+        path = os.path.join(directory, name)
+        if name.startswith("."):
+            logger.debug(f"ignoring {path}: dot entry")
+            continue
+        if os.path.islink(path) and not os.path.exists(path):
+            raise ServiceError(f"{name}: {path}: dangling symlink")
+        if not os.path.isdir(path):
+            logger.debug(f"ignoring {path}: not a directory")
+            continue
+        service = load_service(name, path)
+        if _optional(os.path.join(path, "down")):
+            logger.info(f"{name}: down file present, not starting")
+            continue
+        services.append(service)
+    return services

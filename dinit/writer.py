@@ -1,0 +1,100 @@
+"""Writing to dinit's own stdout and stderr without ever blocking the event loop.
+
+fd 1 and fd 2 stay blocking (their open file descriptions are shared with whoever started dinit, so
+setting O_NONBLOCK on them would change their behaviour too). Instead each has a writer thread: the
+event loop only appends bytes to a queue, and the thread does the blocking ``write``. When a queue
+holds more than ``high_water`` bytes the loop stops reading programs' pipes (they then block on
+their own writes), which keeps memory bounded while a slow consumer catches up; signals, reaping and
+timers keep running because the loop itself never waits on fd 1 or fd 2.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+
+#: Above this many queued bytes the loop pauses reading programs' output.
+HIGH_WATER = 4 * 1024 * 1024
+#: Once a paused writer's queue drains below this, reading resumes.
+LOW_WATER = 1024 * 1024
+
+
+class Writer:
+    """A queue of bytes for one fd, drained by a daemon thread with blocking writes."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self.name = name
+        self.pending = 0
+        self.fallback: Writer | None = None
+        self.on_drain: Callable[[], None] | None = None
+        self.on_closed: Callable[[Writer, OSError], None] | None = None
+        self._queue: deque[bytes] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closing = False
+        self._broken = False
+        self._thread = threading.Thread(target=self._run, name=f"dinit-{name}-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def congested(self) -> bool:
+        """True when the loop should stop reading more program output for now."""
+        return self.pending > HIGH_WATER
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; never blocks. Once the fd is broken, data goes to the fallback writer."""
+        if self._broken:
+            if self.fallback is not None and not self.fallback._broken:
+                self.fallback.write(data)
+            return
+        with self._cond:
+            self._queue.append(data)
+            self.pending += len(data)
+            if len(self._queue) == 1:
+                self._cond.notify()
+
+    def close(self) -> None:
+        """Write out everything queued, then stop the thread (used once, at exit)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _take(self) -> bytes | None:
+        """Wait for queued data and take all of it at once, so many lines go out in one ``write``."""
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            chunks = list(self._queue)
+            self._queue.clear()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _run(self) -> None:
+        while (data := self._take()) is not None:
+            self._write_all(data)
+            with self._cond:
+                self.pending -= len(data)
+                drained = self.pending < LOW_WATER
+            waiter = self.on_drain
+            if drained and waiter is not None:
+                self.on_drain = None
+                waiter()
+
+    def _write_all(self, data: bytes) -> None:
+        """Write all of ``data``; after a write error (EPIPE: the reader is gone) use the fallback."""
+        view = memoryview(data)
+        while view and not self._broken:
+            try:
+                view = view[os.write(self.fd, view):]
+            except InterruptedError:
+                continue
+            except OSError as error:
+                self._broken = True
+                if self.on_closed is not None:
+                    self.on_closed(self, error)
+        if view and self.fallback is not None and not self.fallback._broken:
+            self.fallback.write(bytes(view))
