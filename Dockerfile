@@ -1,0 +1,17 @@
+# syntax=docker/dockerfile:1
+# Multi-stage: build a virtual environment with dinit and its dependencies (bytecode compiled, so
+# start-up does not pay for compiling), then copy only that venv into a slim runtime image.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY dinit ./dinit
+RUN python -m venv /opt/dinit \
+ && /opt/dinit/bin/pip install --no-cache-dir . \
+ && /opt/dinit/bin/python -m compileall -q /opt/dinit/lib
+
+FROM python:3.11-slim
+COPY --from=build /opt/dinit /opt/dinit
+# The bundled demo services; real images replace /etc/service with their own service directories.
+COPY etc-service-examples /etc/service
+ENV PATH=/opt/dinit/bin:$PATH
+ENTRYPOINT ["/opt/dinit/bin/dinit"]

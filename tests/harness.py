@@ -1,0 +1,206 @@
+"""Running the real dinit for behaviour tests: as PID 1 of a fresh PID namespace (``unshare``) or as
+a plain subreaper process, with real service directories, collecting its real stdout and stderr.
+
+Waiting is always "poll until a condition holds or a deadline passes": no fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+TIME = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+DEFAULT_TIMEOUT = 20.0
+
+
+def poll(condition: Callable[[], Any], timeout: float = DEFAULT_TIMEOUT, interval: float = 0.01,
+         message: str = "condition") -> Any:
+    """Return condition()'s first truthy value, or fail once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def write_program(path: Path, body: str) -> Path:
+    """An executable script; ``body`` without a ``#!`` line is run by /bin/sh."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body if body.startswith("#!") else "#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+class Services:
+    """A service directory (``DINIT_DIR``) being built for one test."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, name: str, run: str | None, *, finish: str | None = None,
+            terminate: str | None = None, log: str | None = None,
+            env: dict[str, bytes] | None = None, down: bool = False) -> Path:
+        directory = self.root / name
+        directory.mkdir(parents=True, exist_ok=True)
+        if run is not None:
+            write_program(directory / "run", run)
+        if finish is not None:
+            write_program(directory / "finish", finish)
+        if terminate is not None:
+            write_program(directory / "terminate", terminate)
+        if log is not None:
+            write_program(directory / "log" / "run", log)
+        for variable, content in (env or {}).items():
+            (directory / "env").mkdir(exist_ok=True)
+            (directory / "env" / variable).write_bytes(content)
+        if down:
+            (directory / "down").touch()
+        return directory
+
+
+class Dinit:
+    """A running dinit with its output collected in the background."""
+
+    def __init__(self, args: list[str], env: dict[str, str], pid1: bool, cwd: str | None) -> None:
+        self.pid1 = pid1
+        command = [sys.executable, "-m", "dinit", *args]
+        if pid1:
+            command = ["unshare", "--pid", "--fork", "--mount-proc", *command]
+        self.popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, env=env, cwd=cwd,
+                                      start_new_session=True)
+        self._out = bytearray()
+        self._err = bytearray()
+        self._lock = threading.Lock()
+        self._readers = [threading.Thread(target=self._collect, args=(self.popen.stdout, self._out),
+                                          daemon=True),
+                         threading.Thread(target=self._collect, args=(self.popen.stderr, self._err),
+                                          daemon=True)]
+        for reader in self._readers:
+            reader.start()
+        self.returncode: int | None = None
+
+    def _collect(self, pipe: Any, buffer: bytearray) -> None:
+        while chunk := os.read(pipe.fileno(), 1 << 20):
+            with self._lock:
+                buffer.extend(chunk)
+
+    @property
+    def stdout(self) -> bytes:
+        with self._lock:
+            return bytes(self._out)
+
+    @property
+    def stderr(self) -> bytes:
+        with self._lock:
+            return bytes(self._err)
+
+    @property
+    def pid(self) -> int:
+        """The PID (in the test's namespace) of the dinit process itself."""
+        if not self.pid1:
+            return self.popen.pid
+
+        def child() -> int | None:
+            path = f"/proc/{self.popen.pid}/task/{self.popen.pid}/children"
+            try:
+                pids = open(path).read().split()
+            except FileNotFoundError:
+                return None
+            return int(pids[0]) if pids else None
+
+        return poll(child, message="dinit to start in its namespace")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        os.kill(self.pid, signum)
+
+    def wait_for(self, pattern: bytes, stream: str = "stderr", timeout: float = DEFAULT_TIMEOUT,
+                 count: int = 1) -> list[re.Match[bytes]]:
+        """Wait until ``pattern`` (a regex) matches ``count`` times in a stream."""
+        regex = re.compile(pattern)
+
+        def found() -> list[re.Match[bytes]] | None:
+            matches = list(regex.finditer(getattr(self, stream)))
+            if len(matches) >= count:
+                return matches
+            if self.popen.poll() is not None:
+                self._finish()
+                matches = list(regex.finditer(getattr(self, stream)))
+                if len(matches) >= count:
+                    return matches
+                raise AssertionError(f"dinit exited ({self.popen.returncode}) before {pattern!r} "
+                                     f"appeared on {stream}:\n{self.stderr.decode(errors='replace')}")
+            return None
+
+        return poll(found, timeout, message=f"{pattern!r} on {stream}")
+
+    def _finish(self) -> None:
+        for reader in self._readers:
+            reader.join(DEFAULT_TIMEOUT)
+
+    def wait(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Wait for dinit to exit and for all of its output; returns its exit code."""
+        try:
+            self.returncode = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"dinit did not exit within {timeout}s; stderr:\n"
+                                 f"{self.stderr.decode(errors='replace')}") from None
+        self._finish()
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            with_pgid = os.getpgid(self.popen.pid)
+            os.killpg(with_pgid, signal.SIGKILL)
+            self.popen.wait()
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        """Every stdout line parsed as JSON (failing the test if one is not)."""
+        return [orjson.loads(line) for line in self.stdout.splitlines()]
+
+    def messages(self, level: str | None = None) -> list[bytes]:
+        """dinit's own messages (the text after ``dinit: <level>: ``)."""
+        levels = level.encode() if level else rb"\w+"
+        return re.findall(TIME + rb" dinit: " + levels + rb": (.*)", self.stderr)
+
+    def service_lines(self, label: str) -> list[bytes]:
+        """Prefix-form stderr lines of ``<name>/<stage>`` (the text after the label)."""
+        return re.findall(TIME + rb" " + re.escape(label.encode()) + rb": (.*)", self.stderr)
+
+
+def environment(services: Services | None, **variables: str) -> dict[str, str]:
+    """The test's environment without any DINIT_* variable, plus the ones given."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DINIT_")}
+    if services is not None:
+        env["DINIT_DIR"] = str(services.root)
+    env.update(variables)
+    return env
+
+
+def start(services: Services | None, *args: str, pid1: bool = True, cwd: str | None = None,
+          **variables: str) -> Dinit:
+    """Start dinit on ``services`` with DINIT_* ``variables`` (e.g. DINIT_LOG_LEVEL="info")."""
+    return Dinit(list(args), environment(services, **variables), pid1, cwd)
+
+
+def run(services: Services | None, *args: str, timeout: float = DEFAULT_TIMEOUT, pid1: bool = True,
+        cwd: str | None = None, **variables: str) -> Dinit:
+    """Run dinit until it exits by itself; returns the finished run (``returncode`` set)."""
+    dinit = start(services, *args, pid1=pid1, cwd=cwd, **variables)
+    dinit.wait(timeout)
+    return dinit
