@@ -7,18 +7,17 @@ directory are validated completely before the first program starts (§1, §2).
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from . import __version__
 from . import log as own_log
 from .config import Config, ConfigError, ExitCodeMode, load, log_level_from
 from .log import logger
+from .loop import Loop
 from .multiplexer import Multiplexer
 from .processes import become_subreaper, prepare_own_fds
 from .services import Service, ServiceError, scan
@@ -118,20 +117,19 @@ class Dinit:
         self.exit(self._supervise(config, services, propagate))
 
     def _supervise(self, config: Config, services: list[Service], propagate: bool) -> int:
-        loop = asyncio.new_event_loop()
+        loop = Loop()
         mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout)
         supervisor = Supervisor(config, services, mux, loop, propagate)
-        loop.set_exception_handler(lambda _loop, context: _internal_error(supervisor, context))
+        loop.exception_handler = lambda error: _internal_error(supervisor, error)
         try:
-            return loop.run_until_complete(supervisor.run())
+            return supervisor.run()
         finally:
             supervisor.reparenter.close()
 
 
-def _internal_error(supervisor: Supervisor, context: dict[str, Any]) -> None:
+def _internal_error(supervisor: Supervisor, error: BaseException) -> None:
     """A bug must not leave the container half-alive: report it and tear down with exit code 1."""
-    error = context.get("exception")
-    logger.error(f"internal error: {context.get('message')}: {error!r}")
+    logger.error(f"internal error: {error!r}")
     supervisor.teardown(EXIT_ERROR, EXIT_ERROR)
 
 
@@ -142,6 +140,8 @@ def find_services(config: Config, command: list[str]) -> list[Service]:
         if any(service.name == MAIN_SERVICE for service in services):
             raise ServiceError(f"{MAIN_SERVICE}: {config.directory}/{MAIN_SERVICE}: a service named "
                                f"{MAIN_SERVICE!r} conflicts with the command given to dinit")
+        import shutil  # command mode only; kept off the usual start-up path
+
         cwd = os.getcwd()
         program = command[0] if "/" in command[0] else shutil.which(command[0]) or command[0]
         services.append(Service(name=MAIN_SERVICE, directory=cwd, run=program, argv=tuple(command),

@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -44,8 +43,7 @@ _LEVEL_NAMES = {"none": "none", "error": "error", "warn": "warning", "warning": 
                 "info": "info", "debug": "debug"}
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """The validated configuration; ``None`` for a timeout means "never"."""
 
     directory: str = "/etc/service"

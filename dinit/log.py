@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
 from .clock import timestamp
 from .config import LEVELS
 from .writer import Writer
@@ -21,8 +19,8 @@ _METHOD_LEVEL = {"debug": "debug", "info": "info", "warn": "warning", "warning":
                  "error": "error", "critical": "error", "exception": "error", "msg": "info"}
 
 _threshold = LEVELS["warning"]
-
-logger: Any = structlog.get_logger()
+_writer: Writer | None = None
+_bound: Any = None
 
 
 def render(level: str, message: bytes) -> bytes:
@@ -52,13 +50,49 @@ def _render_event(_logger: object, method_name: str, event_dict: dict[str, Any])
     return render(level, str(event_dict["event"]).encode("utf-8", "surrogateescape"))
 
 
+def _structlog() -> Any:
+    """The configured structlog logger, imported on first use: at the default level a normal start
+    logs nothing, and importing structlog would cost a sizeable part of dinit's start-up time."""
+    global _bound
+    if _bound is None:
+        import structlog
+
+        assert _writer is not None, "log.setup() must come first"
+        writer = _writer
+        structlog.configure(
+            processors=[_render_event],
+            wrapper_class=structlog.make_filtering_bound_logger(_threshold),
+            logger_factory=lambda *_args: _WriterLogger(writer),
+            cache_logger_on_first_use=True,
+        )
+        _bound = structlog.get_logger()
+    return _bound
+
+
+class _Logger:
+    """dinit's logger: checks the level before anything else, then logs through structlog."""
+
+    def debug(self, event: str) -> None:
+        if LEVELS["debug"] >= _threshold:
+            _structlog().debug(event)
+
+    def info(self, event: str) -> None:
+        if LEVELS["info"] >= _threshold:
+            _structlog().info(event)
+
+    def warning(self, event: str) -> None:
+        if LEVELS["warning"] >= _threshold:
+            _structlog().warning(event)
+
+    def error(self, event: str) -> None:
+        if LEVELS["error"] >= _threshold:
+            _structlog().error(event)
+
+
+logger = _Logger()
+
+
 def setup(level: str, writer: Writer) -> None:
-    """Route structlog to ``writer`` and hide messages below ``level`` (``none`` hides all)."""
-    global _threshold
-    _threshold = LEVELS[level]
-    structlog.configure(
-        processors=[_render_event],
-        wrapper_class=structlog.make_filtering_bound_logger(_threshold),
-        logger_factory=lambda *_args: _WriterLogger(writer),
-        cache_logger_on_first_use=False,
-    )
+    """Route messages to ``writer`` and hide those below ``level`` (``none`` hides all)."""
+    global _threshold, _writer, _bound
+    _threshold, _writer, _bound = LEVELS[level], writer, None

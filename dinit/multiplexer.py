@@ -8,7 +8,6 @@ programs block on their own writes instead (§4.6).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import os
@@ -18,6 +17,7 @@ from . import log
 from .clock import timestamp
 from .lines import MAX_LINE, JsonLabeller, LineSplitter, PrefixLabeller
 from .log import logger
+from .loop import Loop
 from .writer import Writer
 
 #: Bytes read per readiness event; at most MAX_LINE so only held partial lines can exceed the limit.
@@ -57,7 +57,7 @@ class Stream:
 class Multiplexer:
     """Owns every stream and the two writers; runs entirely on the event loop thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stdout: Writer, stderr: Writer,
+    def __init__(self, loop: Loop, stdout: Writer, stderr: Writer,
                  json_stdout: bool) -> None:
         self._loop = loop
         self._stdout = stdout

@@ -8,15 +8,14 @@ taken by anyone else.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from enum import Enum
+
+from .loop import Timer
 
 #: Every signal a child gets reset to its default disposition (ignored ones too, e.g. SIGPIPE).
 _RESETTABLE = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
@@ -34,16 +33,20 @@ class Role(Enum):
     ORPHAN = "orphan"
 
 
-@dataclass(eq=False)
 class Program:
     """A process dinit waits for: one it started, or one reparented to it."""
 
-    pid: int
-    name: str
-    stage: str
-    role: Role
-    signalled: set[int] = field(default_factory=set)
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    __slots__ = ("name", "pid", "role", "signalled", "stage", "timers")
+
+    def __init__(self, pid: int, name: str, stage: str, role: Role) -> None:
+        self.pid = pid
+        self.name = name
+        self.stage = stage
+        self.role = role
+        #: Signals dinit sent it: a death by one of them is not a failure (§5.3).
+        self.signalled: set[int] = set()
+        #: Pending timers (e.g. SIGKILL after DINIT_KILL_TIMEOUT), cancelled when it exits.
+        self.timers: list[Timer] = []
 
     @property
     def label(self) -> str:
@@ -70,6 +73,8 @@ def prepare_own_fds() -> None:
 
 def become_subreaper() -> None:
     """Register as child subreaper so orphans of our programs come to us, not to the real PID 1."""
+    import ctypes  # only needed when not PID 1; kept off the PID-1 start-up path
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         error = ctypes.get_errno()

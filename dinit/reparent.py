@@ -9,15 +9,12 @@ spawns them, before any scan can run, so they are never mistaken for orphans.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
-import tempfile
 from typing import TYPE_CHECKING
 
-from . import redirect
 from .config import Policy
 from .log import logger
+from .loop import Timer
 from .processes import Program, Role, children, cmdline, program_name, state_and_age
 
 if TYPE_CHECKING:
@@ -36,7 +33,7 @@ class Reparenter:
         self._policy = policy
         self._kill_timeout = kill_timeout
         self._interval = SCAN_INTERVAL
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._fifo_dir: str | None = None
 
     def start(self) -> None:
@@ -117,6 +114,8 @@ class Reparenter:
 
     def _redirect(self, program: Program) -> None:
         """Point the adopted process's fds 1 and 2 at new pipes read by dinit (§6.3)."""
+        from . import redirect  # ptrace via ctypes: only adoption needs it
+
         reason = redirect.supported()
         if reason is not None:
             logger.warning(f"{program.label}: not redirecting output: {reason}")
@@ -145,6 +144,8 @@ class Reparenter:
     def _fifos(self, pid: int) -> tuple[str, str]:
         """Two fresh FIFOs the target can open for writing, whatever user it runs as."""
         if self._fifo_dir is None:
+            import tempfile  # only adoption needs it; kept off the start-up path
+
             self._fifo_dir = tempfile.mkdtemp(prefix="dinit-")
             os.chmod(self._fifo_dir, 0o711)
         paths = (os.path.join(self._fifo_dir, f"{pid}.out"), os.path.join(self._fifo_dir, f"{pid}.err"))
@@ -156,5 +157,7 @@ class Reparenter:
     def close(self) -> None:
         """Remove the FIFO directory at exit."""
         if self._fifo_dir is not None:
+            import shutil
+
             shutil.rmtree(self._fifo_dir, ignore_errors=True)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
 
 from . import envdir
 from .log import logger
@@ -21,8 +23,7 @@ class ServiceError(Exception):
     """A broken service directory; the message is the one error line dinit prints before exiting 1."""
 
 
-@dataclass(frozen=True)
-class Service:
+class Service(NamedTuple):
     """One service: the program to run, its optional stop hook and logger, and its environment."""
 
     name: str
@@ -32,7 +33,7 @@ class Service:
     hook: str | None = None
     hook_stage: str = "finish"
     log_run: str | None = None
-    env: dict[str, str | None] = field(default_factory=dict)
+    env: Mapping[str, str | None] = MappingProxyType({})
     #: True for a command given on dinit's command line: ``run`` is looked up in PATH.
     search_path: bool = False
 
@@ -79,10 +80,10 @@ def _logger(name: str, directory: str) -> str | None:
     return log_run
 
 
-def _environment(name: str, directory: str) -> dict[str, str | None]:
+def _environment(name: str, directory: str) -> Mapping[str, str | None]:
     env_dir = os.path.join(directory, "env")
     if not os.path.isdir(env_dir):
-        return {}
+        return MappingProxyType({})
     try:
         return envdir.read(env_dir)
     except envdir.EnvDirError as error:

@@ -1,6 +1,6 @@
 """The lifecycle: start every service, reap every child, tear down, choose the exit code (§3, §5, §8).
 
-Everything runs on one asyncio event loop thread, which alone spawns, signals and reaps (the project's
+Everything runs on one event loop thread, which alone spawns, signals and reaps (the project's
 "one owner for processes" rule). Reaping peeks with ``waitid(WNOWAIT)`` first, so a process dinit did
 not start can be named from ``/proc`` before its zombie is collected, and an exit status of a program
 dinit started can never be taken by anyone else.
@@ -8,18 +8,18 @@ dinit started can never be taken by anyone else.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import os
 import select
 import signal
 import termios
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
 from . import envdir
 from .config import Config
 from .log import logger
+from .loop import Loop
 from .multiplexer import Multiplexer, make_pipe
 from .processes import Program, Role, kill_session, signal_process, spawn
 from .reparent import Reparenter
@@ -38,22 +38,22 @@ _LOGGER_POLL = 0.05
 _LOGGER_GRACE = 1.0
 
 
-@dataclass(eq=False)
 class ServiceState:
     """A service and its running processes."""
 
-    service: Service
-    env: dict[str, str]
-    run: Program | None = None
-    logger: Program | None = None
-    hook: Program | None = None
-    #: dinit's copies of the logger's input pipe: the write end for the stop hook while ``run``
-    #: runs, the read end to see when the input is closed and to read it once the logger is gone.
-    pipe_write: int | None = None
-    pipe_read: int | None = None
-    disabled: bool = False
-    stopped: bool = False
-    closed_since: float | None = field(default=None)
+    def __init__(self, service: Service, base_env: Mapping[str, str]) -> None:
+        self.service = service
+        self.env = envdir.apply(base_env, service.env)
+        self.run: Program | None = None
+        self.logger: Program | None = None
+        self.hook: Program | None = None
+        #: dinit's copies of the logger's input pipe: the write end for the stop hook while ``run``
+        #: runs, the read end to see when the input is closed and to read it once the logger is gone.
+        self.pipe_write: int | None = None
+        self.pipe_read: int | None = None
+        self.disabled = False
+        #: When the logger's input was first seen closed and fully read (§4.5).
+        self.closed_since: float | None = None
 
     @property
     def name(self) -> str:
@@ -75,7 +75,7 @@ class Supervisor:
     """Runs the services of one dinit process from start to exit."""
 
     def __init__(self, config: Config, services: list[Service], mux: Multiplexer,
-                 loop: asyncio.AbstractEventLoop, propagate: bool) -> None:
+                 loop: Loop, propagate: bool) -> None:
         self.config = config
         self.loop = loop
         self.mux = mux
@@ -83,8 +83,8 @@ class Supervisor:
         self.terminating = False
         self._propagate = propagate
         self._outcome: tuple[int, int] | None = None
-        self._done: asyncio.Future[None] = loop.create_future()
-        self._states = [ServiceState(s, envdir.apply(os.environ, s.env)) for s in services]
+        self._done = False
+        self._states = [ServiceState(service, os.environ) for service in services]
         self._by_pid_state: dict[int, ServiceState] = {}
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.reparenter = Reparenter(self, config.policy, config.kill_timeout)
@@ -92,7 +92,7 @@ class Supervisor:
 
     # -- running ---------------------------------------------------------------------------------
 
-    async def run(self) -> int:
+    def run(self) -> int:
         """Start everything, wait until teardown is complete, return the exit code (§5.3)."""
         self._install_signals()
         for state in self._states:
@@ -102,7 +102,8 @@ class Supervisor:
         self.reparenter.start()
         self.reap()
         self._check_done()
-        await self._done
+        if not self._done:
+            self.loop.run()
         return self.exit_code()
 
     def exit_code(self) -> int:
@@ -241,7 +242,6 @@ class Supervisor:
         """Run the stop hook instead of SIGTERM when there is one; SIGTERM if it cannot run."""
         run = state.run
         assert run is not None
-        state.stopped = True
         logger.info(f"{run.label}: stopping")
         hook = state.service.hook
         if hook is None or not self._start_hook(state, run, hook):
@@ -306,7 +306,7 @@ class Supervisor:
         if program is None:
             return
         for timer in program.timers:
-            timer.cancel()  # type: ignore[attr-defined]
+            timer.cancel()
         state = self._by_pid_state.pop(pid, None)
         if program.role is Role.RUN and os.WIFEXITED(status) and os.WEXITSTATUS(status) == DISABLED:
             logger.info(f"{program.label}: PID {pid} finished and disabled itself")
@@ -392,11 +392,12 @@ class Supervisor:
 
     def _check_done(self) -> None:
         """Exit as soon as nothing is left: no program, no open pipe, no child at all (§5.2)."""
-        if self._done.done() or not self.terminating:
+        if self._done or not self.terminating:
             return
         if self.programs or self.mux.open_streams or self.reparenter.has_children():
             return
-        self._done.set_result(None)
+        self._done = True
+        self.loop.stop()
 
 
 def _input_done(fd: int) -> bool:

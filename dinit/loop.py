@@ -1,0 +1,137 @@
+"""The event loop: one thread, one epoll, timers, signals, and wake-ups from the writer threads.
+
+dinit needs little of an event loop (fd readiness, timers, signals, one thread-safe wake-up), and
+asyncio's import alone costs about 30 ms of start-up on a small machine — more than everything
+else dinit does before its first service runs. This loop does exactly what dinit uses.
+
+Signals: every handled signal gets a no-op Python handler (so its disposition is "caught", which
+``exec`` resets to default in programs) and ``signal.set_wakeup_fd`` makes the C-level handler write
+the signal number into the wake-up pipe; the loop reads it and calls the registered callback on the
+loop thread, between other callbacks, never inside one. A zero byte means "thread-safe calls queued".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import select
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+Callback = Callable[..., object]
+
+
+class Timer:
+    """A scheduled call; ``cancel`` makes it a no-op."""
+
+    __slots__ = ("args", "callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callback, args: tuple[Any, ...]) -> None:
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _noop_handler(_signum: int, _frame: object) -> None:
+    """The Python-level handler; the real work is dispatched from the wake-up pipe."""
+
+
+class Loop:
+    """A minimal epoll loop, used from one thread only (except :meth:`call_soon_threadsafe`)."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._readers: dict[int, tuple[Callback, tuple[Any, ...]]] = {}
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._sequence = itertools.count()
+        self._signals: dict[int, tuple[Callback, tuple[Any, ...]]] = {}
+        self._threadsafe: deque[tuple[Callback, tuple[Any, ...]]] = deque()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._epoll.register(self._wake_read, select.EPOLLIN)
+        signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
+        self._running = False
+        self.exception_handler: Callable[[BaseException], None] | None = None
+
+    @staticmethod
+    def time() -> float:
+        return time.monotonic()
+
+    def add_reader(self, fd: int, callback: Callback, *args: Any) -> None:
+        self._readers[fd] = (callback, args)
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
+    def call_later(self, delay: float, callback: Callback, *args: Any) -> Timer:
+        timer = Timer(self.time() + delay, callback, args)
+        heapq.heappush(self._timers, (timer.when, next(self._sequence), timer))
+        return timer
+
+    def call_soon_threadsafe(self, callback: Callback, *args: Any) -> None:
+        """Queue a call from another thread and wake the loop (a zero byte in the wake-up pipe)."""
+        self._threadsafe.append((callback, args))
+        with contextlib.suppress(BlockingIOError):  # a full pipe wakes the loop anyway
+            os.write(self._wake_write, b"\0")
+
+    def add_signal_handler(self, signum: int, callback: Callback, *args: Any) -> None:
+        self._signals[signum] = (callback, args)
+        signal.signal(signum, _noop_handler)
+        signal.siginterrupt(signum, False)
+
+    def stop(self) -> None:
+        self._running = False
+
+    def run(self) -> None:
+        """Dispatch events until :meth:`stop` is called."""
+        self._running = True
+        while self._running:
+            for fd, _events in self._epoll.poll(self._timeout()):
+                if fd == self._wake_read:
+                    self._woken()
+                elif (reader := self._readers.get(fd)) is not None:
+                    self._call(*reader)
+            self._run_timers()
+
+    def _timeout(self) -> float:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return -1
+        return max(0.0, self._timers[0][0] - self.time())
+
+    def _run_timers(self) -> None:
+        now = self.time()
+        while self._timers and self._timers[0][0] <= now and self._running:
+            timer = heapq.heappop(self._timers)[2]
+            if not timer.cancelled:
+                self._call(timer.callback, timer.args)
+
+    def _woken(self) -> None:
+        try:
+            data = os.read(self._wake_read, 4096)
+        except BlockingIOError:
+            return
+        while self._threadsafe:
+            self._call(*self._threadsafe.popleft())
+        for signum in data:
+            if signum and (handler := self._signals.get(signum)) is not None:
+                self._call(*handler)
+
+    def _call(self, callback: Callback, args: tuple[Any, ...]) -> None:
+        try:
+            callback(*args)
+        except Exception as error:
+            if self.exception_handler is None:
+                raise
+            self.exception_handler(error)
