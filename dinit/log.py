@@ -46,8 +46,11 @@ class _WriterLogger:
 
 
 def _render_event(_logger: object, method_name: str, event_dict: dict[str, Any]) -> bytes:
+    """Render an event as one line: line breaks inside it (e.g. a process's command line) are
+    escaped, so every message stays exactly one line for log parsers (§7)."""
     level = _METHOD_LEVEL.get(method_name, method_name)
-    return render(level, str(event_dict["event"]).encode("utf-8", "surrogateescape"))
+    message = str(event_dict["event"]).replace("\r", "\\r").replace("\n", "\\n")
+    return render(level, message.encode("utf-8", "surrogateescape"))
 
 
 def _structlog() -> Any:
