@@ -145,7 +145,7 @@ def find_services(config: Config, command: list[str]) -> list[Service]:
         cwd = os.getcwd()
         program = command[0] if "/" in command[0] else shutil.which(command[0]) or command[0]
         services.append(Service(name=MAIN_SERVICE, directory=cwd, run=program, argv=tuple(command),
-                                search_path="/" not in program))
+                                command=True))
         services.sort(key=lambda service: os.fsencode(service.name))
     return services
 

@@ -34,8 +34,9 @@ class Service(NamedTuple):
     hook_stage: str = "finish"
     log_run: str | None = None
     env: Mapping[str, str | None] = MappingProxyType({})
-    #: True for a command given on dinit's command line: ``run`` is looked up in PATH.
-    search_path: bool = False
+    #: True for the command given on dinit's command line (command mode, §9): ``run`` is looked up in
+    #: PATH, and when it cannot be run the propagated exit code is a shell's 127/126.
+    command: bool = False
 
 
 def _check_program(name: str, path: str) -> None:

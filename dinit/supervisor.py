@@ -162,9 +162,12 @@ class Supervisor:
         self.mux.add(err_read, state.name, stage, is_stdout=False)
         return pid, out_read
 
-    def _exec_failed(self, label: str, path: str, error: OSError) -> None:
+    def _exec_failed(self, label: str, path: str, error: OSError, command: bool = False) -> None:
+        """An exec failure is a start-up error (exit 1); only dinit's own command propagates the
+        status a shell would give (127 not found, 126 not executable)."""
         logger.error(f"{label}: cannot run {path}: {error.strerror or error}")
-        self.teardown(EXIT_ERROR, _SHELL_CODES.get(error.errno or 0, EXIT_ERROR))
+        shell = _SHELL_CODES.get(error.errno or 0, EXIT_ERROR) if command else EXIT_ERROR
+        self.teardown(EXIT_ERROR, shell)
 
     def _start_service(self, state: ServiceState) -> None:
         """Start the logger (if any), then ``run`` (§3, §4.5)."""
@@ -179,10 +182,10 @@ class Supervisor:
         logger.info(f"{service.name}/run: starting")
         try:
             pid, out_read = self._spawn(state, service.run, service.argv, service.directory, "run",
-                                        self._devnull, run_stdout, state.env, service.search_path)
+                                        self._devnull, run_stdout, state.env, service.command)
         except OSError as error:
             self._close_logger_pipe(state)
-            self._exec_failed(f"{service.name}/run", service.run, error)
+            self._exec_failed(f"{service.name}/run", service.run, error, service.command)
             return
         if out_read is not None:
             self.mux.add(out_read, service.name, "run", is_stdout=True)
@@ -247,7 +250,7 @@ class Supervisor:
         if hook is None or not self._start_hook(state, run, hook):
             self.terminate(run)
         if self.config.timeout is not None:
-            self.loop.call_later(self.config.timeout, self._timeout, state, run.pid)
+            self.loop.call_later(self.config.timeout, self._timeout, state, run)
         _close(state.pipe_write)
         state.pipe_write = None
 
@@ -272,13 +275,16 @@ class Supervisor:
         program.signalled.add(signal.SIGTERM)
         signal_process(program.pid, signal.SIGTERM)
 
-    def _timeout(self, state: ServiceState, session: int) -> None:
-        """DINIT_TIMEOUT passed since the service was asked to stop: SIGKILL its whole session."""
-        if state.run is not None:
-            state.run.signalled.add(signal.SIGKILL)
+    def _timeout(self, state: ServiceState, run: Program) -> None:
+        """DINIT_TIMEOUT passed since the service was asked to stop: SIGKILL its whole session
+        (the session ID is the PID of ``run``, which started it)."""
+        session = run.pid
+        if self.programs.get(session, run) is not run:
+            return  # run is gone and its PID now belongs to another program of dinit's
+        run.signalled.add(signal.SIGKILL)
         killed = kill_session(session)
         if killed:
-            logger.warning(f"{state.name}/run: still running {self.config.timeout}s after being "
+            logger.warning(f"{state.name}/run: still running {self.config.timeout:g}s after being "
                            f"stopped, sent SIGKILL to session {session}: PIDs "
                            + " ".join(map(str, killed)))
 

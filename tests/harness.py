@@ -118,7 +118,7 @@ class Dinit:
         def child() -> int | None:
             path = f"/proc/{self.popen.pid}/task/{self.popen.pid}/children"
             try:
-                pids = open(path).read().split()
+                pids = Path(path).read_text().split()
             except FileNotFoundError:
                 return None
             return int(pids[0]) if pids else None
