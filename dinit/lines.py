@@ -68,12 +68,12 @@ class LineSplitter:
         """Keep a chunk without ``\\n``; emit whole pieces once the held line exceeds the limit."""
         self._partial.append(chunk)
         self._partial_size += len(chunk)
-        if self._partial_size <= MAX_LINE:
+        if self._partial_size <= MAX_LINE + 1:  # + a trailing \r, which is not part of the line
             return b"", 0
         held = b"".join(self._partial)
-        whole = len(held) - len(held) % MAX_LINE
-        if whole == len(held):
-            whole -= MAX_LINE
+        # Emit only pieces followed by at least two held bytes: the last piece is decided (and its
+        # line's trailing \r removed) when the line ends.
+        whole = (len(held) - 2) // MAX_LINE * MAX_LINE
         rest = held[whole:]
         self._partial, self._partial_size = [rest], len(rest)
         cut = 0 if self._cutting else 1
@@ -84,8 +84,8 @@ class LineSplitter:
         """Join the held part of a line with its ``tail`` (which ends in ``\\n``)."""
         line = b"".join(self._partial) + tail
         cut = 0
-        if len(line) - 1 > MAX_LINE:
-            body = line[:-1]
+        body = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        if self._cutting or len(body) > MAX_LINE:
             cut = 0 if self._cutting else 1
             line = _pieces(body)
         self._partial, self._partial_size, self._cutting = [], 0, False
@@ -94,7 +94,9 @@ class LineSplitter:
 
 def _pieces(data: bytes) -> bytes:
     """``data`` as lines of at most MAX_LINE bytes, each ending in ``\\n``."""
-    return b"".join(data[i:i + MAX_LINE] + b"\n" for i in range(0, len(data), MAX_LINE))
+    # A piece ending in \r gets one more, so split_block's removal of one trailing \r keeps it.
+    pieces = (data[i:i + MAX_LINE] for i in range(0, len(data), MAX_LINE))
+    return b"".join(piece + (b"\r\n" if piece.endswith(b"\r") else b"\n") for piece in pieces)
 
 
 def split_block(block: bytes) -> list[bytes]:
@@ -124,6 +126,11 @@ class PrefixLabeller:
         return b"".join(prefix + line + b"\n" for line in split_block(block))
 
 
+def _text(name: str) -> str:
+    """A name as valid Unicode for JSON: bytes that are not UTF-8 become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 class JsonLabeller:
     """Appends ``"service"``, ``"stage"`` and ``"logged"`` to each JSON object line (§4.3).
 
@@ -134,7 +141,8 @@ class JsonLabeller:
     __slots__ = ("_meta",)
 
     def __init__(self, name: str, stage: str) -> None:
-        self._meta = b',"service":%s,"stage":%s,"logged":"' % (orjson.dumps(name), orjson.dumps(stage))
+        self._meta = b',"service":%s,"stage":%s,"logged":"' % (orjson.dumps(_text(name)),
+                                                               orjson.dumps(_text(stage)))
 
     def label(self, block: bytes, time: bytes) -> tuple[bytes, list[bytes]]:
         """Annotate a block; ordinary blocks take the C-speed path, others go line by line."""
@@ -197,7 +205,7 @@ def _parse(body: bytes) -> object:
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         return None
 

@@ -100,7 +100,7 @@ class Loop:
                 if fd == self._wake_read:
                     self._woken()
                 elif (reader := self._readers.get(fd)) is not None:
-                    self._call(*reader)
+                    self.call(*reader)
             self._run_timers()
 
     def _timeout(self) -> float:
@@ -115,7 +115,7 @@ class Loop:
         while self._timers and self._timers[0][0] <= now and self._running:
             timer = heapq.heappop(self._timers)[2]
             if not timer.cancelled:
-                self._call(timer.callback, timer.args)
+                self.call(timer.callback, timer.args)
 
     def _woken(self) -> None:
         try:
@@ -123,12 +123,14 @@ class Loop:
         except BlockingIOError:
             return
         while self._threadsafe:
-            self._call(*self._threadsafe.popleft())
+            self.call(*self._threadsafe.popleft())
         for signum in data:
             if signum and (handler := self._signals.get(signum)) is not None:
-                self._call(*handler)
+                self.call(*handler)
 
-    def _call(self, callback: Callback, args: tuple[Any, ...]) -> None:
+    def call(self, callback: Callback, args: tuple[Any, ...] = ()) -> None:
+        """Call ``callback`` now; an exception goes to :attr:`exception_handler` (which tears down)
+        instead of unwinding the loop, so a bug cannot leave the container half-alive."""
         try:
             callback(*args)
         except Exception as error:

@@ -98,7 +98,7 @@ class Supervisor:
         for state in self._states:
             if self.terminating:
                 break
-            self._start_service(state)
+            self.loop.call(self._start_service, (state,))
         self.reparenter.start()
         self.reap()
         self._check_done()
