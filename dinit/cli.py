@@ -150,8 +150,24 @@ def find_services(config: Config, command: list[str]) -> list[Service]:
     return services
 
 
+def undo_locale_coercion() -> None:
+    """Give programs dinit's environment as dinit received it (§3): when the locale is "C", Python's
+    start-up sets LC_CTYPE in its own environment (PEP 538). The original is in /proc/self/environ."""
+    try:
+        with open("/proc/self/environ", "rb") as file:
+            given = file.read().split(b"\0")
+    except OSError:
+        return
+    original = [entry[len(b"LC_CTYPE="):] for entry in given if entry.startswith(b"LC_CTYPE=")]
+    if original:
+        os.environ["LC_CTYPE"] = os.fsdecode(original[-1])
+    else:
+        os.environ.pop("LC_CTYPE", None)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``dinit`` console script and ``python -m dinit``."""
+    undo_locale_coercion()
     prepare_own_fds()
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     Dinit().run(sys.argv[1:] if argv is None else argv)

@@ -102,7 +102,7 @@ def log_level_from(environ: Mapping[str, str]) -> str:
     try:
         return load(environ, only=("DINIT_LOG_LEVEL",)).log_level
     except ConfigError:
-        return Config.log_level
+        return Config().log_level
 
 
 def load(environ: Mapping[str, str], only: tuple[str, ...] | None = None) -> Config:

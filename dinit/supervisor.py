@@ -257,6 +257,7 @@ class Supervisor:
     def _start_hook(self, state: ServiceState, run: Program, hook: str) -> bool:
         stage = state.service.hook_stage
         env = dict(state.env, DINIT_PID=str(run.pid))
+        logger.info(f"{state.name}/{stage}: starting")
         try:
             pid, out_read = self._spawn(state, hook, (hook,), state.service.directory, stage,
                                         self._devnull, state.pipe_write, env)
