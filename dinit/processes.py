@@ -1,9 +1,8 @@
-"""Process spawning and the facts dinit reads about processes from ``/proc`` (§3, §6).
+"""Processes: what dinit records about each one, and the facts it reads about them from ``/proc``
+(§6), plus fd and subreaper set-up of dinit itself.
 
-Programs are started with ``posix_spawn`` (a vfork-style clone in glibc: fast even when dinit's heap
-is large, and it reports exec failures synchronously). Nothing here waits for a child: reaping is the
-supervisor's job alone, with ``waitid``/``waitpid`` on the event loop thread, so no exit status can be
-taken by anyone else.
+Nothing here waits for a child: reaping is the supervisor's job alone, with ``waitid``/``waitpid`` on
+the event loop thread, so no exit status can be taken by anyone else.
 """
 
 from __future__ import annotations
@@ -12,13 +11,10 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Sequence
 from enum import Enum
 
 from .loop import Timer
 
-#: Every signal a child gets reset to its default disposition (ignored ones too, e.g. SIGPIPE).
-_RESETTABLE = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
 _PR_SET_CHILD_SUBREAPER = 36
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -79,27 +75,6 @@ def become_subreaper() -> None:
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         error = ctypes.get_errno()
         raise OSError(error, os.strerror(error))
-
-
-def spawn(path: str, argv: Sequence[str], cwd: str, env: dict[str, str],
-          stdin: int, stdout: int, stderr: int, search_path: bool = False) -> int:
-    """Start a program in a session of its own with fds 0-2 from the given fds, every signal at its
-    default disposition and nothing blocked (§3). Raises OSError when it cannot be executed.
-
-    posix_spawn has no "change directory" action in Python, so dinit's own working directory is
-    switched around the call. Only the event loop thread spawns and nothing else of dinit uses
-    relative paths, so this is not observable.
-    """
-    actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
-               (os.POSIX_SPAWN_DUP2, stderr, 2)]
-    start = os.posix_spawnp if search_path else os.posix_spawn
-    home = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return start(path, list(argv), env, file_actions=actions, setsid=True,
-                     setsigmask=(), setsigdef=_RESETTABLE)
-    finally:
-        os.chdir(home)
 
 
 def signal_process(pid: int, signum: int) -> bool:

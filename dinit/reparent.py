@@ -46,7 +46,7 @@ class Reparenter:
         for program in list(self._supervisor.programs.values()):
             if program.role in (Role.ORPHAN, Role.ADOPTED) and not program.signalled:
                 self._terminate(program)
-        self.scan()
+        self._tick()
 
     def has_children(self) -> bool:
         return bool(children())
@@ -57,6 +57,10 @@ class Reparenter:
         self._timer = self._supervisor.loop.call_later(delay, self._tick)
 
     def _tick(self) -> None:
+        """Scan now and schedule the next scan (replacing a pending one, e.g. the slower one that
+        was armed before teardown)."""
+        if self._timer is not None:
+            self._timer.cancel()
         self._timer = None
         self.scan()
         if self._timer is None:

@@ -21,9 +21,10 @@ from .config import Config
 from .log import logger
 from .loop import Loop
 from .multiplexer import Multiplexer, make_pipe
-from .processes import Program, Role, kill_session, signal_process, spawn
+from .processes import Program, Role, kill_session, signal_process
 from .reparent import Reparenter
 from .services import Service
+from .spawn import spawn
 
 #: Exit code a service uses to say "I disabled myself", and a logger "read my stdout yourself".
 DISABLED = 115
@@ -64,6 +65,11 @@ def _describe(status: int) -> str:
     if os.WIFEXITED(status):
         return f"status {os.WEXITSTATUS(status)}"
     return f"signal {os.WTERMSIG(status)}"
+
+
+def _disabled(status: int) -> bool:
+    """Exit code 115: a service disabled itself, or a logger asks dinit to read its input (§4.5, §5.1)."""
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == DISABLED
 
 
 def _close(fd: int | None) -> None:
@@ -315,7 +321,7 @@ class Supervisor:
         for timer in program.timers:
             timer.cancel()
         state = self._by_pid_state.pop(pid, None)
-        if program.role is Role.RUN and os.WIFEXITED(status) and os.WEXITSTATUS(status) == DISABLED:
+        if program.role is Role.RUN and _disabled(status) and not self.terminating:
             logger.info(f"{program.label}: PID {pid} finished and disabled itself")
         else:
             logger.info(f"{program.label}: PID {pid} finished with {_describe(status)}")
@@ -339,7 +345,7 @@ class Supervisor:
         _close(state.pipe_write)
         state.pipe_write = None
         self._watch_logger(state)
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == DISABLED and not self.terminating:
+        if _disabled(status) and not self.terminating:
             state.disabled = True
             if all(s.disabled for s in self._states):
                 logger.warning("all services have disabled themselves, waiting for a signal to exit")
@@ -353,7 +359,7 @@ class Supervisor:
         if state.pipe_read is not None:
             self.mux.add(state.pipe_read, state.name, "run", is_stdout=True)
             state.pipe_read = None
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == DISABLED:
+        if _disabled(status):
             logger.info(f"{program.label}: logger disabled, reading {state.name}/run stdout directly")
             return
         if state.run is not None:
