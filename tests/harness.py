@@ -6,6 +6,7 @@ Waiting is always "poll until a condition holds or a deadline passes": no fixed 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -164,9 +165,12 @@ class Dinit:
         return self.returncode
 
     def kill(self) -> None:
+        """SIGKILL dinit and, as a subreaper, everything below it (as PID 1 the kernel does that
+        when the namespace's init dies), so a failed test leaves no process behind."""
         if self.popen.poll() is None:
-            with_pgid = os.getpgid(self.popen.pid)
-            os.killpg(with_pgid, signal.SIGKILL)
+            for pid in [self.popen.pid, *(() if self.pid1 else _descendants(self.popen.pid))]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.popen.wait()
 
     def json_lines(self) -> list[dict[str, Any]]:
@@ -181,6 +185,20 @@ class Dinit:
     def service_lines(self, label: str) -> list[bytes]:
         """Prefix-form stderr lines of ``<name>/<stage>`` (the text after the label)."""
         return re.findall(TIME + rb" " + re.escape(label.encode()) + rb": (.*)", self.stderr)
+
+
+def _descendants(pid: int) -> list[int]:
+    """All processes below ``pid``, from the kernel's per-thread children lists."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                children = [int(child) for child in (task / "children").read_text().split()]
+                found.extend(children)
+                pending.extend(children)
+    return found
 
 
 def environment(services: Services | None, **variables: str) -> dict[str, str]:
