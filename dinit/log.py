@@ -8,6 +8,7 @@ through structlog; it calls :func:`render` directly, which is the one place the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .clock import timestamp
@@ -72,24 +73,25 @@ def _structlog() -> Any:
     return _bound
 
 
+def _level_method(level: str) -> Callable[[Any, str], None]:
+    """A logger method that checks the level before anything else, then logs through structlog."""
+    rank = LEVELS[level]
+
+    def log(_self: Any, event: str) -> None:
+        if rank >= _threshold:
+            getattr(_structlog(), level)(event)
+
+    log.__name__ = level
+    return log
+
+
 class _Logger:
-    """dinit's logger: checks the level before anything else, then logs through structlog."""
+    """dinit's logger: ``logger.info(message)`` and so on."""
 
-    def debug(self, event: str) -> None:
-        if LEVELS["debug"] >= _threshold:
-            _structlog().debug(event)
-
-    def info(self, event: str) -> None:
-        if LEVELS["info"] >= _threshold:
-            _structlog().info(event)
-
-    def warning(self, event: str) -> None:
-        if LEVELS["warning"] >= _threshold:
-            _structlog().warning(event)
-
-    def error(self, event: str) -> None:
-        if LEVELS["error"] >= _threshold:
-            _structlog().error(event)
+    debug = _level_method("debug")
+    info = _level_method("info")
+    warning = _level_method("warning")
+    error = _level_method("error")
 
 
 logger = _Logger()

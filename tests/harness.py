@@ -24,8 +24,8 @@ TIME = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 DEFAULT_TIMEOUT = 20.0
 
 
-def poll(condition: Callable[[], Any], timeout: float = DEFAULT_TIMEOUT, interval: float = 0.01,
-         message: str = "condition") -> Any:
+def poll(condition: Callable[[], Any], timeout: float = DEFAULT_TIMEOUT, message: str = "condition",
+         interval: float = 0.01) -> Any:
     """Return condition()'s first truthy value, or fail once ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
     while True:

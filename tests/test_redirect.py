@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import poll
 
 from dinit import redirect
 from dinit.redirect import RedirectError, TargetExited, redirect_stdio
@@ -40,18 +41,6 @@ NR_PAUSE = 34
 F_SETSIG = 10
 NR_NANOSLEEP = 35
 NR_CLOCK_NANOSLEEP = 230
-
-
-def poll(condition: Callable[[], Any], timeout: float = TIMEOUT, message: str = "condition") -> Any:
-    """Return condition()'s first truthy value, or fail once ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {message}")
-        time.sleep(0.005)
 
 
 def state(pid: int) -> str:
