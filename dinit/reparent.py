@@ -25,6 +25,14 @@ TEARDOWN_SCAN_INTERVAL = 0.05
 MIN_AGE = 0.010
 
 
+def _exited(pid: int) -> bool:
+    """Whether a child has exited (a zombie, or already gone)."""
+    try:
+        return state_and_age(pid)[0] == "Z"
+    except (OSError, ValueError, IndexError):
+        return True
+
+
 class Reparenter:
     """Detects reparented processes and handles them by policy, on the supervisor's loop."""
 
@@ -129,7 +137,9 @@ class Reparenter:
         try:
             redirect.redirect_stdio(program.pid, *paths)
         except redirect.RedirectError as error:
-            logger.warning(f"{program.label}: not redirecting output: {error}")
+            # A process that already exited needs no redirection; only a refusal is worth a warning.
+            report = logger.debug if _exited(program.pid) else logger.warning
+            report(f"{program.label}: not redirecting output: {error}")
             for fd in fds:
                 os.close(fd)
             return
