@@ -1,0 +1,42 @@
+"""Unit tests of orphan detection details that cannot be timed from outside (§6.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dinit import reparent
+from dinit.config import Policy
+from dinit.processes import Role
+
+
+class _Supervisor:
+    """The few supervisor attributes the reparenter uses."""
+
+    def __init__(self) -> None:
+        self.programs: dict[int, Any] = {}
+        self.terminating = False
+        self.terminated: list[int] = []
+        self.loop = None
+
+    def terminate(self, program: Any) -> None:
+        self.terminated.append(program.pid)
+
+
+@pytest.mark.parametrize(("age", "handled"), [(0.0, False), (0.009, False), (0.010, True), (2.0, True)])
+def test_orphan_younger_than_10ms_is_looked_at_later(monkeypatch: pytest.MonkeyPatch, age: float,
+                                                     handled: bool) -> None:
+    """A candidate younger than 10 ms is not named or handled yet (it may be between fork and exec);
+    the scan asks to be run again soon instead."""
+    monkeypatch.setattr(reparent, "state_and_age", lambda pid: ("S", age))
+    monkeypatch.setattr(reparent, "cmdline", lambda pid: "sleep 30")
+    supervisor = _Supervisor()
+    reparenter = reparent.Reparenter(supervisor, Policy.IGNORE, 30.0)  # type: ignore[arg-type]
+    young = reparenter._consider(4242)
+    assert young is not handled
+    if handled:
+        program = supervisor.programs[4242]
+        assert (program.name, program.stage, program.role) == ("sleep", "4242", Role.ORPHAN)
+    else:
+        assert 4242 not in supervisor.programs
