@@ -21,7 +21,7 @@ from .loop import Loop
 from .multiplexer import Multiplexer
 from .processes import become_subreaper, prepare_own_fds
 from .services import Service, ServiceError, scan
-from .supervisor import EXIT_ERROR, EXIT_OK, Supervisor
+from .supervisor import EXIT_ERROR, EXIT_OK, STOP_SIGNALS, Supervisor
 from .writer import Writer
 
 USAGE = """\
@@ -66,6 +66,9 @@ class Dinit:
     """One run of dinit: owns the writers so every exit path flushes them."""
 
     def __init__(self) -> None:
+        self.loop = Loop()
+        for signum in STOP_SIGNALS:
+            self.loop.catch(signum)
         self.stdout = Writer(1, "stdout")
         self.stderr = Writer(2, "stderr")
         self.stdout.fallback, self.stderr.fallback = self.stderr, self.stdout
@@ -117,7 +120,7 @@ class Dinit:
         self.exit(self._supervise(config, services, propagate))
 
     def _supervise(self, config: Config, services: list[Service], propagate: bool) -> int:
-        loop = Loop()
+        loop = self.loop
         mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout)
         supervisor = Supervisor(config, services, mux, loop, propagate)
         loop.exception_handler = lambda error: _internal_error(supervisor, error)

@@ -86,6 +86,13 @@ class Loop:
 
     def add_signal_handler(self, signum: int, callback: Callback, *args: Any) -> None:
         self._signals[signum] = (callback, args)
+        self.catch(signum)
+
+    @staticmethod
+    def catch(signum: int) -> None:
+        """Catch ``signum`` now; it is dispatched once a handler is added and the loop runs. This
+        keeps a signal that arrives during start-up from being lost (PID 1 drops signals it does
+        not catch)."""
         signal.signal(signum, _noop_handler)
         signal.siginterrupt(signum, False)
 

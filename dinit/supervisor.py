@@ -30,9 +30,9 @@ from .spawn import spawn
 DISABLED = 115
 EXIT_OK, EXIT_ERROR, EXIT_FAILURE = 0, 1, 3
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM)
-_HANDLED = {*_STOP_SIGNALS, *_FORWARDED_SIGNALS, signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP}
+_HANDLED = {*STOP_SIGNALS, *_FORWARDED_SIGNALS, signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP}
 #: How often a logger's input is checked once its service is gone, and how long it may take to
 #: exit by itself after reading all of its input before it gets SIGTERM (§4.5).
 _LOGGER_POLL = 0.05
@@ -121,7 +121,7 @@ class Supervisor:
         """Teardown, forwarding and reaping signals get loop handlers; every other catchable signal
         is ignored so nothing but SIGKILL ends dinit without teardown (§8). Programs still get
         default dispositions: spawn resets every signal."""
-        for signum in _STOP_SIGNALS:
+        for signum in STOP_SIGNALS:
             self.loop.add_signal_handler(signum, self._on_stop_signal, signum)
         for signum in _FORWARDED_SIGNALS:
             self.loop.add_signal_handler(signum, self._forward, signum)
