@@ -214,12 +214,10 @@ class Supervisor:
         state.logger = self._register(pid, service.name, "log", Role.LOG, state)
         return True
 
-    def _register(self, pid: int, name: str, stage: str, role: Role,
-                  state: ServiceState | None = None) -> Program:
+    def _register(self, pid: int, name: str, stage: str, role: Role, state: ServiceState) -> Program:
         program = Program(pid, name, stage, role)
         self.programs[pid] = program
-        if state is not None:
-            self._by_pid_state[pid] = state
+        self._by_pid_state[pid] = state
         logger.info(f"{program.label}: running with PID {pid}")
         return program
 
