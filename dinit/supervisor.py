@@ -412,11 +412,10 @@ class Supervisor:
 
 
 def _input_done(fd: int) -> bool:
-    """Whether every writer of a pipe is gone and everything in it has been read."""
-    poller = select.poll()
-    poller.register(fd, 0)
-    hung_up = any(event & select.POLLHUP for _, event in poller.poll(0))
-    if not hung_up:
+    """Whether every writer of a pipe is gone and everything in it has been read: the read end is
+    readable (data or EOF) yet holds no bytes, so it is at EOF."""
+    readable, _, _ = select.select([fd], [], [], 0)
+    if not readable:
         return False
     pending = bytearray(4)
     fcntl.ioctl(fd, termios.FIONREAD, pending)

@@ -66,7 +66,7 @@ class Writer:
         """Wait for queued data and take all of it at once, so many lines go out in one ``write``."""
         with self._cond:
             while not self._queue and not self._closing:
-                self._cond.wait()
+                self._cond.wait(None)
             if not self._queue:
                 return None
             chunks = list(self._queue)
