@@ -141,22 +141,28 @@ def program_name(pid: int, command: str) -> str:
         return "unknown"
 
 
+def session_members(session: int) -> list[int]:
+    """Every process whose session ID is ``session`` (zombies included)."""
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if session_of(int(name)) == session:
+                    members.append(int(name))
+    return members
+
+
 def kill_session(session: int) -> list[int]:
     """SIGKILL every process of a session (its leader's process group and any process that moved
-    to another group of the same session). Returns the PIDs signalled."""
-    killed = []
+    to another group of the same session). The members are listed before anything is killed, so
+    the returned list names them all, even those already gone by the end."""
+    members = session_members(session)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(session, signal.SIGKILL)
-        killed.append(session)
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == session:
-            continue
-        pid = int(name)
-        try:
-            if session_of(pid) == session:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-        except (OSError, ValueError, IndexError):
-            continue
+    killed = []
+    for pid in members:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
     return killed
 
