@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-UNSHARE = ("unshare", "--pid", "--fork", "--mount-proc")
+UNSHARE = ("unshare", "--pid", "--fork", "--kill-child", "--mount-proc")
 RESULT_MARK = "BENCH-RESULT "
 
 

@@ -80,7 +80,7 @@ class Dinit:
         self.pid1 = pid1
         command = [sys.executable, "-m", "dinit", *args]
         if pid1:
-            command = ["unshare", "--pid", "--fork", "--mount-proc", *command]
+            command = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", *command]
         self.popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, env=env, cwd=cwd,
                                       start_new_session=True)
@@ -115,16 +115,16 @@ class Dinit:
         """The PID (in the test's namespace) of the dinit process itself."""
         if not self.pid1:
             return self.popen.pid
+        return poll(self._namespace_init, message="dinit to start in its namespace")
 
-        def child() -> int | None:
-            path = f"/proc/{self.popen.pid}/task/{self.popen.pid}/children"
-            try:
-                pids = Path(path).read_text().split()
-            except FileNotFoundError:
-                return None
-            return int(pids[0]) if pids else None
-
-        return poll(child, message="dinit to start in its namespace")
+    def _namespace_init(self) -> int | None:
+        """unshare's child, the namespace's PID 1 (None while unshare has not forked it yet)."""
+        path = f"/proc/{self.popen.pid}/task/{self.popen.pid}/children"
+        try:
+            pids = Path(path).read_text().split()
+        except FileNotFoundError:
+            return None
+        return int(pids[0]) if pids else None
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         os.kill(self.pid, signum)
@@ -165,10 +165,12 @@ class Dinit:
         return self.returncode
 
     def kill(self) -> None:
-        """SIGKILL dinit and, as a subreaper, everything below it (as PID 1 the kernel does that
-        when the namespace's init dies), so a failed test leaves no process behind."""
+        """SIGKILL dinit and everything below it, so a failed test leaves no process behind: as PID 1,
+        killing the namespace's init makes the kernel kill the whole namespace (killing only
+        ``unshare`` would leave dinit running, reparented); as a subreaper, each descendant."""
         if self.popen.poll() is None:
-            for pid in [self.popen.pid, *(() if self.pid1 else _descendants(self.popen.pid))]:
+            below = [self._namespace_init()] if self.pid1 else _descendants(self.popen.pid)
+            for pid in [*(pid for pid in below if pid), self.popen.pid]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             self.popen.wait()
