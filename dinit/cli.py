@@ -94,13 +94,17 @@ class Dinit:
     def run(self, args: Sequence[str]) -> NoReturn:
         try:
             action, command = parse_args(args)
-            config = load(os.environ)
-        except (UsageError, ConfigError) as error:
+        except UsageError as error:
             self.fail(str(error))
         if action is not None:
+            # Answered before the environment is read: help works even when the configuration is bad.
             self.stdout.write((USAGE if action == "help" else f"dinit {__version__}\n").encode())
             self.stdout.close()
             os._exit(EXIT_OK)
+        try:
+            config = load(os.environ)
+        except ConfigError as error:
+            self.fail(str(error))
         own_log.setup(config.log_level, self.stderr)
         if os.getpid() != 1:
             logger.info(f"not running as a PID 1, but PID {os.getpid()}, registering as a process subreaper")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import NamedTuple, TypeVar
@@ -47,7 +48,6 @@ class Config(NamedTuple):
     """The validated configuration; ``None`` for a timeout means "never"."""
 
     directory: str = "/etc/service"
-    directory_given: bool = False
     json_stdout: bool = True
     log_level: str = "warning"
     policy: Policy = Policy.TERMINATE
@@ -68,12 +68,15 @@ def _choice(table: Mapping[str, T], accepted: str) -> Callable[[str, str], T]:
     return parse
 
 
+#: A plain decimal number (``30``, ``0.5``, ``.25``, ``1e1``): no sign, no ``_`` digit separators and
+#: no non-ASCII digits, which Python's ``float`` would accept but a reader of the image would not.
+_DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _seconds(name: str, value: str) -> float:
     """Parse a non-negative, finite number of seconds (``0.5`` allowed)."""
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        seconds = -1.0
+    text = value.strip()
+    seconds = float(text) if _DECIMAL.fullmatch(text) else -1.0
     if not (seconds >= 0 and math.isfinite(seconds)):
         raise ConfigError(f"invalid {name} {value!r}: accepted is a non-negative number of seconds")
     return seconds
@@ -113,6 +116,4 @@ def load(environ: Mapping[str, str], only: tuple[str, ...] | None = None) -> Con
         if raw == "" or (only is not None and variable not in only):
             continue
         values[field] = parse(variable, raw)
-    if "directory" in values:
-        values["directory_given"] = True
     return Config(**values)  # type: ignore[arg-type]

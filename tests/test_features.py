@@ -443,6 +443,16 @@ def test_version(tmp_path: Path, option: str) -> None:
     assert dinit.stdout == f"dinit {__version__}\n".encode()
 
 
+@pytest.mark.parametrize("option", ["--help", "--version"])
+def test_help_and_version_despite_bad_configuration(tmp_path: Path, option: str) -> None:
+    """§9: ``--help``/``--version`` answer even when a ``DINIT_*`` variable is invalid (that error
+    is for running services, not for asking how to)."""
+    dinit = run(None, option, DINIT_DIR=_nowhere(tmp_path), DINIT_TIMEOUT="abc")
+    assert dinit.returncode == 0
+    assert dinit.stdout.startswith(b"usage: dinit" if option == "--help" else b"dinit ")
+    assert dinit.stderr == b""
+
+
 @pytest.mark.parametrize("args", [["--frobnicate"], ["--frobnicate", "--", "echo", "x"], ["-x", "echo"]])
 def test_unknown_option(services: Services, args: list[str]) -> None:
     """§9: an unknown option before the command is one error line naming it, exit 1, nothing run."""
