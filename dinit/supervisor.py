@@ -319,7 +319,7 @@ class Supervisor:
         for timer in program.timers:
             timer.cancel()
         state = self._by_pid_state.pop(pid, None)
-        if program.role is Role.RUN and _disabled(status) and not self.terminating:
+        if program.role is Role.RUN and state is not None and self._disables_itself(state, status):
             logger.info(f"{program.label}: PID {pid} finished and disabled itself")
         else:
             logger.info(f"{program.label}: PID {pid} finished with {_describe(status)}")
@@ -343,12 +343,17 @@ class Supervisor:
         _close(state.pipe_write)
         state.pipe_write = None
         self._watch_logger(state)
-        if _disabled(status) and not self.terminating:
+        if self._disables_itself(state, status):
             state.disabled = True
             if all(s.disabled for s in self._states):
                 logger.warning("all services have disabled themselves, waiting for a signal to exit")
             return
         self.teardown(*self._reason(program, status))
+
+    def _disables_itself(self, state: ServiceState, status: int) -> bool:
+        """Exit code 115 of a directory service's ``run`` before teardown (§5.1). dinit's own command
+        is no runit service: like tini, its every exit ends the container and its status propagates."""
+        return _disabled(status) and not self.terminating and not state.service.command
 
     def _logger_exited(self, state: ServiceState, program: Program, status: int) -> None:
         """A logger exit tears down while its service runs, except 115, which disables it. Either way

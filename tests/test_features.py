@@ -284,11 +284,22 @@ def test_command_with_default_dir_missing() -> None:
     assert dinit.messages("error") == []
 
 
-@pytest.mark.parametrize(("body", "code"), [("exit 0", 0), ("exit 1", 1), ("exit 255", 255),
+@pytest.mark.parametrize(("body", "code"), [("exit 0", 0), ("exit 1", 1), ("exit 7", 7), ("exit 115", 115),
+                                            ("exit 127", 127), ("exit 255", 255),
                                             ("kill -KILL $$", 137), ("ulimit -c 0; kill -SEGV $$", 139)])
 def test_command_propagation_table(tmp_path: Path, body: str, code: int) -> None:
-    """§9: propagation is the default in command mode without a service directory."""
+    """§9: propagation is the default in command mode without a service directory. 115 is no
+    "disabled itself" for the command: like tini, any exit of it ends dinit with its status."""
     assert run(None, "sh", "-c", body, DINIT_DIR=_nowhere(tmp_path)).returncode == code
+
+
+def test_command_exit_115_tears_down_alongside_services(services: Services) -> None:
+    """§5.1's 115 is for directory services; the command's 115 tears down (summary code 3)."""
+    services.add("a", "exec sleep 60\n")
+    dinit = run(services, "sh", "-c", "exit 115", DINIT_LOG_LEVEL="info")
+    assert dinit.returncode == 3
+    assert b"disabled itself" not in dinit.stderr
+    assert b"main/run: PID" in dinit.stderr and b"finished with status 115" in dinit.stderr
 
 
 def test_command_summary_mode_overrides(tmp_path: Path) -> None:
