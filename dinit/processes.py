@@ -17,6 +17,8 @@ from .loop import Timer
 
 _PR_SET_CHILD_SUBREAPER = 36
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: At most this many list-and-kill rounds when SIGKILLing a session.
+_KILL_ROUNDS = 100
 
 
 class Role(Enum):
@@ -154,15 +156,21 @@ def session_members(session: int) -> list[int]:
 
 def kill_session(session: int) -> list[int]:
     """SIGKILL every process of a session (its leader's process group and any process that moved
-    to another group of the same session). The members are listed before anything is killed, so
-    the returned list names them all, even those already gone by the end."""
-    members = session_members(session)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(session, signal.SIGKILL)
-    killed = []
-    for pid in members:
+    to another group of the same session). The members are listed before they are killed, so the
+    returned list names them all, even those already gone by the end; listing and killing repeat
+    until no new member shows up, so a process forked between a listing and the kill does not
+    escape (a killed process forks no more, so this ends; the bound is only a safeguard)."""
+    killed: list[int] = []
+    seen: set[int] = set()
+    for _ in range(_KILL_ROUNDS):
+        members = [pid for pid in session_members(session) if pid not in seen]
+        if not members:
+            break
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
+            os.killpg(session, signal.SIGKILL)
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        seen.update(members)
+        killed.extend(members)
     return killed
-

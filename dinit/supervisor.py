@@ -281,16 +281,20 @@ class Supervisor:
         signal_process(program.pid, signal.SIGTERM)
 
     def _timeout(self, state: ServiceState, run: Program) -> None:
-        """DINIT_TIMEOUT passed since the service was asked to stop: SIGKILL its whole session
-        (the session ID is the PID of ``run``, which started it)."""
-        session = run.pid
-        if self.programs.get(session, run) is not run:
-            return  # run is gone and its PID now belongs to another program of dinit's
-        run.signalled.add(signal.SIGKILL)
-        killed = kill_session(session)
+        """DINIT_TIMEOUT passed since the service was asked to stop: SIGKILL the whole session of
+        ``run`` (its session ID is its PID) and of a stop hook still running, so the deadline holds
+        for a hook that hangs too."""
+        if self.programs.get(run.pid, run) is run:  # else run is gone and its PID reused by dinit
+            self._kill_session(run)
+        if state.hook is not None:
+            self._kill_session(state.hook)
+
+    def _kill_session(self, leader: Program) -> None:
+        leader.signalled.add(signal.SIGKILL)
+        killed = kill_session(leader.pid)
         if killed:
-            logger.warning(f"{state.name}/run: still running {self.config.timeout:g}s after being "
-                           f"stopped, sent SIGKILL to session {session}: PIDs "
+            logger.warning(f"{leader.label}: still running {self.config.timeout:g}s after being "
+                           f"stopped, sent SIGKILL to session {leader.pid}: PIDs "
                            + " ".join(map(str, killed)))
 
     # -- reaping -----------------------------------------------------------------------------------

@@ -117,6 +117,52 @@ def test_timeout_after_stop_hook(services: Services) -> None:
     assert (warned - hooked).total_seconds() >= 0.3 - 0.002
 
 
+def test_timeout_kills_a_hanging_stop_hook_too(services: Services) -> None:
+    """§9: the deadline holds when the stop hook itself hangs: at the timeout the hook's session is
+    SIGKILLed as well as the service's, and dinit exits with the first reason's code."""
+    services.add("h", "trap '' TERM\necho ready >&2\nwhile :; do sleep 0.05; done\n",
+                 finish="trap '' TERM\necho hanging >&2\nwhile :; do sleep 0.05; done\n")
+    dinit = start(services, DINIT_TIMEOUT="0.3", DINIT_LOG_LEVEL="info")
+    dinit.wait_for(rb"h/run: ready")
+    dinit.signal(signal.SIGTERM)
+    [match] = dinit.wait_for(rb"warning: h/finish: still running [\d.]+s after being stopped, sent SIGKILL "
+                             rb"to session (\d+): PIDs ([\d ]+)\n")
+    _kill_warning(dinit, "h")
+    assert dinit.wait(10) == 0
+    hook = int(match.group(1))
+    assert hook in [int(pid) for pid in match.group(2).split()]
+    assert f"h/finish: PID {hook} finished with signal 9".encode() in dinit.messages("info")
+
+
+#: A ``run`` ignoring SIGTERM that keeps forking children into process groups of their own (same
+#: session) as fast as it can; the children ignore SIGTERM and wait forever.
+FORKER = f"""#!{PY}
+import os, signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", file=sys.stderr, flush=True)
+while True:
+    if os.fork() == 0:
+        os.setpgid(0, 0)
+        while True:
+            signal.pause()
+    signal.sigtimedwait([], 0.002)
+"""
+
+
+def test_timeout_kills_a_session_that_keeps_forking(services: Services) -> None:
+    """§9: a session whose processes keep forking while they are being killed leaves no survivor
+    (children forked between listing the session and killing it are killed in a next round). A
+    survivor would be a reparented process ignoring SIGTERM, kept until DINIT_KILL_TIMEOUT (30 s),
+    so dinit exiting well before that proves none was left."""
+    services.add("forker", FORKER)
+    dinit = start(services, DINIT_TIMEOUT="0.5", DINIT_LOG_LEVEL="info")
+    dinit.wait_for(rb"forker/run: ready")
+    dinit.signal(signal.SIGTERM)
+    _, killed = _kill_warning(dinit, "forker")
+    assert dinit.wait(15) == 0
+    assert len(killed) > 50
+
+
 def test_timeout_with_propagate_keeps_first_reason(services: Services) -> None:
     """§9: with DINIT_EXIT_CODE=propagate, a teardown caused by a run exiting 5 exits 5, not the
     137 of the service dinit SIGKILLed after DINIT_TIMEOUT."""
