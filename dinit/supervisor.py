@@ -33,8 +33,8 @@ EXIT_OK, EXIT_ERROR, EXIT_FAILURE = 0, 1, 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM)
 _HANDLED = {*STOP_SIGNALS, *_FORWARDED_SIGNALS, signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP}
-#: How often a logger's input is checked once its service is gone, and how long it may take to
-#: exit by itself after reading all of its input before it gets SIGTERM (§4.5).
+#: How often a logger's input is checked once its service is gone, and how long it may go on
+#: neither exiting nor reading after its input was closed before it gets SIGTERM (§4.5).
 _LOGGER_POLL = 0.05
 _LOGGER_GRACE = 1.0
 
@@ -53,8 +53,10 @@ class ServiceState:
         self.pipe_write: int | None = None
         self.pipe_read: int | None = None
         self.disabled = False
-        #: When the logger's input was first seen closed and fully read (§4.5).
+        #: Since when the logger's input has been closed with ``unread`` bytes left in it, unchanged
+        #: (the logger is not reading): after a grace period it gets SIGTERM (§4.5).
         self.closed_since: float | None = None
+        self.unread: int | None = None
 
     @property
     def name(self) -> str:
@@ -384,16 +386,18 @@ class Supervisor:
             self.loop.call_later(_LOGGER_POLL, self._check_logger, state, state.logger)
 
     def _check_logger(self, state: ServiceState, program: Program) -> None:
-        """SIGTERM a logger whose input is closed and fully read but which has not exited within
-        the grace period; SIGKILL follows after DINIT_KILL_TIMEOUT."""
+        """SIGTERM a logger whose input is closed (every writer gone) and which has neither exited
+        nor read anything for the grace period -- whether it ignores EOF or never reads at all;
+        SIGKILL follows after DINIT_KILL_TIMEOUT. A logger still working through its input is
+        left alone, and what it leaves unread, dinit reads once it is gone (§4.5)."""
         if state.logger is not program or state.pipe_read is None:
             return
         now = self.loop.time()
-        if not _input_done(state.pipe_read):
-            state.closed_since = None
-        elif state.closed_since is None:
-            state.closed_since = now
-        elif now - state.closed_since >= _LOGGER_GRACE:
+        unread = _unread_after_close(state.pipe_read)
+        if unread is None or unread != state.unread:
+            state.closed_since = None if unread is None else now
+            state.unread = unread
+        elif state.closed_since is not None and now - state.closed_since >= _LOGGER_GRACE:
             logger.warning(f"{program.label}: still running after its input was closed")
             self.terminate(program)
             program.timers.append(self.loop.call_later(
@@ -420,15 +424,16 @@ class Supervisor:
         self.loop.stop()
 
 
-def _input_done(fd: int) -> bool:
-    """Whether every writer of a pipe is gone and everything in it has been read: the read end is
-    readable (data or EOF) yet holds no bytes, so it is at EOF."""
-    readable, _, _ = select.select([fd], [], [], 0)
-    if not readable:
-        return False
+def _unread_after_close(fd: int) -> int | None:
+    """How many bytes are left in a pipe whose writers are all gone (the read end reports POLLHUP
+    then, data or not), or None while a writer is left."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    if not any(events & select.POLLHUP for _, events in poller.poll(0)):
+        return None
     pending = bytearray(4)
     fcntl.ioctl(fd, termios.FIONREAD, pending)
-    return int.from_bytes(pending, "little") == 0
+    return int.from_bytes(pending, "little")
 
 
 #: Exit codes a shell (and Docker) uses when a command cannot be run, for propagation mode.

@@ -329,6 +329,31 @@ def test_logger_ignoring_eof_is_terminated(services: Services) -> None:
     assert messages[-1] == b"dinit exiting with status 0"
 
 
+def test_logger_that_never_reads_is_terminated_and_its_input_read(services: Services) -> None:
+    """§4.5 "dinit never hangs on a logger": a logger that never reads its input (so the pipe is
+    closed but not empty) gets SIGTERM too, and dinit then reads what it left: nothing is lost."""
+    services.add("svc", "echo '{\"n\":1}'\necho '{\"n\":2}'\n", log="exec sleep 1000\n")
+    dinit = run(services, DINIT_LOG_LEVEL="info")
+    assert dinit.returncode == 0
+    messages = dinit.messages()
+    assert b"svc/log: still running after its input was closed" in messages
+    assert any(re.fullmatch(rb"svc/log: sending SIGTERM to PID \d+", m) for m in messages)
+    assert [(obj["n"], obj["service"], obj["stage"]) for obj in dinit.json_lines()] == [
+        (1, "svc", "run"), (2, "svc", "run")]
+
+
+def test_slow_logger_is_not_cut_short(services: Services) -> None:
+    """§4.5: a logger that is still working through its input after the service is gone (here:
+    one line every 0.3 s, 6 lines, well past the 1 s grace period) is not terminated."""
+    lines = "".join(f"echo '{{\"n\":{n}}}'\n" for n in range(6))
+    services.add("svc", lines, log="while IFS= read -r line; do echo \"$line\"; sleep 0.3; done\n")
+    dinit = run(services, DINIT_LOG_LEVEL="info")
+    assert dinit.returncode == 0
+    assert [obj["n"] for obj in dinit.json_lines()] == list(range(6))
+    assert b"still running after its input was closed" not in dinit.stderr
+    assert any(re.fullmatch(rb"svc/log: PID \d+ finished with status 0", m) for m in dinit.messages())
+
+
 def test_logger_ignoring_eof_and_sigterm_is_killed(services: Services) -> None:
     """§4.5: a logger that also ignores SIGTERM gets SIGKILL after DINIT_KILL_TIMEOUT; dinit exits 0."""
     services.add("svc", "echo '{\"n\":1}'\n", log=PY + """import signal, sys, time
