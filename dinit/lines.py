@@ -192,7 +192,7 @@ def label_json_line(line: bytes, suffix: bytes) -> bytes | None:
     if type(value) is not dict:
         return None
     if not _RESERVED.isdisjoint(value):
-        body, empty = _drop_members(body, _RESERVED)
+        body, empty = _drop_members(body)
     else:
         empty = not value
     return body[:-1] + (suffix[1:] if empty else suffix)
@@ -216,34 +216,40 @@ def _parse(body: bytes) -> object:
 
 
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]', re.DOTALL)
+_RESERVED_KEYS = frozenset(name.encode() for name in _RESERVED)
+_QUOTE, _OPEN, _CLOSE = ord('"'), b"{[", b"}]"
 
 
-def _drop_members(body: bytes, names: frozenset[str]) -> tuple[bytes, bool]:
-    """Remove the top-level members of object ``body`` whose key is in ``names``, byte-exactly
-    keeping everything else; also say whether the object is left empty."""
+def _drop_members(body: bytes) -> tuple[bytes, bool]:
+    """Remove the top-level members of object ``body`` named like dinit's three, byte-exactly
+    keeping everything else; also say whether the object is left empty.
+
+    One pass over the strings and brackets of the line: the first string of a top-level member is
+    its key, compared as raw bytes unless it has escapes (``"serv\\u0069ce"`` is ``service``)."""
     depth = 0
     start = 0
-    members: list[bytes] = []
     head = b""
+    kept: list[bytes] = []
+    key_next = drop = False
     for token in _TOKEN.finditer(body):
-        kind = token.group()[:1]
-        if kind in b"{[":
+        text = token.group()
+        first = text[0]
+        if first == _QUOTE:
+            if key_next:
+                key_next = False
+                key = text[1:-1]
+                drop = key in _RESERVED_KEYS if b"\\" not in key else json.loads(text) in _RESERVED
+        elif first in _OPEN:
             depth += 1
             if depth == 1:
-                head, start = body[:token.end()], token.end()
-        elif kind in b"}]":
+                head, start, key_next = body[:token.end()], token.end(), True
+        elif first in _CLOSE:
             depth -= 1
+        if depth == 1 and text == b"," or depth == 0:
+            if not drop:
+                kept.append(body[start:token.start()])
+            start, key_next, drop = token.end(), True, False
             if depth == 0:
-                members.append(body[start:token.start()])
-        elif kind == b"," and depth == 1:
-            members.append(body[start:token.start()])
-            start = token.end()
-    kept = [member for member in members if _member_key(member) not in names]
+                break
     empty = all(not member.strip(_JSON_SPACE) for member in kept)
     return head + b",".join(kept) + b"}", empty
-
-
-def _member_key(member: bytes) -> str | None:
-    """The decoded key of one ``"key": value`` member (escapes resolved), None for an empty one."""
-    match = _TOKEN.search(member)
-    return json.loads(match.group()) if match and match.group()[:1] == b'"' else None

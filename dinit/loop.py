@@ -4,10 +4,11 @@ dinit needs little of an event loop (fd readiness, timers, signals, one thread-s
 asyncio's import alone costs about 30 ms of start-up on a small machine — more than everything
 else dinit does before its first service runs. This loop does exactly what dinit uses.
 
-Signals: every handled signal gets a no-op Python handler (so its disposition is "caught", which
-``exec`` resets to default in programs) and ``signal.set_wakeup_fd`` makes the C-level handler write
-the signal number into the wake-up pipe; the loop reads it and calls the registered callback on the
-loop thread, between other callbacks, never inside one. A zero byte means "thread-safe calls queued".
+Signals: every handled signal gets a Python handler that only raises a flag (so its disposition is
+"caught", which ``exec`` resets to default in programs) and ``signal.set_wakeup_fd`` makes the C-level
+handler write the signal number into the wake-up pipe; the loop reads it and calls the registered
+callback on the loop thread, between other callbacks (as soon as the flag is seen), never inside
+one. A zero byte means "thread-safe calls queued".
 """
 
 from __future__ import annotations
@@ -41,8 +42,17 @@ class Timer:
         self.cancelled = True
 
 
-def _noop_handler(_signum: int, _frame: object) -> None:
+class _Arrived:
+    """Set by the Python-level signal handler (which runs on the loop thread between bytecodes), so
+    the loop can dispatch a signal between two callbacks instead of after every ready fd of a busy
+    iteration: a flood of output on many pipes must not delay SIGTERM handling (§4.6)."""
+
+    signal = False
+
+
+def _note_signal(_signum: int, _frame: object) -> None:
     """The Python-level handler; the real work is dispatched from the wake-up pipe."""
+    _Arrived.signal = True
 
 
 class Loop:
@@ -93,7 +103,7 @@ class Loop:
         """Catch ``signum`` now; it is dispatched once a handler is added and the loop runs. This
         keeps a signal that arrives during start-up from being lost (PID 1 drops signals it does
         not catch)."""
-        signal.signal(signum, _noop_handler)
+        signal.signal(signum, _note_signal)
         signal.siginterrupt(signum, False)
 
     def stop(self) -> None:
@@ -104,9 +114,9 @@ class Loop:
         self._running = True
         while self._running:
             for fd, _events in self._epoll.poll(self._timeout()):
-                if fd == self._wake_read:
+                if fd == self._wake_read or _Arrived.signal:
                     self._woken()
-                elif (reader := self._readers.get(fd)) is not None:
+                if fd != self._wake_read and (reader := self._readers.get(fd)) is not None:
                     self.call(*reader)
             self._run_timers()
 
@@ -125,6 +135,7 @@ class Loop:
                 self.call(timer.callback, timer.args)
 
     def _woken(self) -> None:
+        _Arrived.signal = False
         try:
             data = os.read(self._wake_read, 4096)
         except BlockingIOError:
