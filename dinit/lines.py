@@ -245,7 +245,7 @@ def _drop_members(body: bytes) -> tuple[bytes, bool]:
                 head, start, key_next = body[:token.end()], token.end(), True
         elif first in _CLOSE:
             depth -= 1
-        if depth == 1 and text == b"," or depth == 0:
+        if (depth == 1 and text == b",") or depth == 0:
             if not drop:
                 kept.append(body[start:token.start()])
             start, key_next, drop = token.end(), True, False
