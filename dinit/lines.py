@@ -210,7 +210,10 @@ def _parse(body: bytes) -> object:
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        # Numbers stay text: only the structure matters here, and Python refuses to convert
+        # integers of more than 4300 digits, which are valid JSON all the same.
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_int=str,
+                          parse_float=str)
     except (ValueError, RecursionError):
         return None
 

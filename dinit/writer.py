@@ -85,16 +85,18 @@ class Writer:
                 waiter()
 
     def _write_all(self, data: bytes) -> None:
-        """Write all of ``data``; after a write error (EPIPE: the reader is gone) use the fallback."""
-        view = memoryview(data)
-        while view and not self._broken:
+        """Write all of ``data``; after a write error (EPIPE: the reader is gone) the rest goes to
+        the fallback, from the start of the line the failed write was in: its first part may
+        have reached the pipe before the reader went, but no reader will ever see it."""
+        written = 0
+        while written < len(data) and not self._broken:
             try:
-                view = view[os.write(self.fd, view):]
+                written += os.write(self.fd, memoryview(data)[written:])
             except InterruptedError:
                 continue
             except OSError as error:
                 self._broken = True
                 if self.on_closed is not None:
                     self.on_closed(self, error)
-        if view and self.fallback is not None and not self.fallback._broken:
-            self.fallback.write(bytes(view))
+        if written < len(data) and self.fallback is not None and not self.fallback._broken:
+            self.fallback.write(data[data.rfind(b"\n", 0, written) + 1:])

@@ -292,6 +292,13 @@ def test_json_huge_exponent_is_kept_as_written() -> None:
     strict_pairs(out)
 
 
+def test_json_integer_of_thousands_of_digits_is_kept() -> None:
+    """An integer longer than Python's 4300-digit conversion limit (and than orjson's 64 bits) is
+    valid JSON: the object is annotated on stdout with the digits as written."""
+    line = b'{"n":' + b"9" * 5000 + b',"m":-' + b"1" * 4400 + b".5e1}"
+    assert label_json_line(line, SUFFIX) == line[:-1] + SUFFIX
+
+
 @pytest.mark.parametrize(("line", "expected"), [
     (b"{}", b"{" + SUFFIX[1:]),
     (b"{ }", b"{ " + SUFFIX[1:]),

@@ -1,0 +1,47 @@
+"""Unit tests of ``dinit.writer.Writer``: what happens to queued bytes when dinit's stdout breaks."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import termios
+
+from harness import poll
+
+from dinit.writer import Writer
+
+_F_SETPIPE_SZ = 1031
+
+
+def _pending(fd: int) -> int:
+    count = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, count)
+    return int.from_bytes(count, "little")
+
+
+def test_reader_gone_mid_line_resends_that_line_whole_to_the_fallback() -> None:
+    """§4.6: a write cut short by the reader going away (EPIPE after a partial write) sends the rest
+    to the other stream starting at the beginning of the cut line, so no line arrives split."""
+    out_read, out_write = os.pipe()
+    capacity = fcntl.fcntl(out_write, _F_SETPIPE_SZ, 4096)
+    err_read, err_write = os.pipe()
+    fcntl.fcntl(err_write, _F_SETPIPE_SZ, 1 << 20)  # holds everything: read only at the end
+    closed: list[str] = []
+    stdout, stderr = Writer(out_write, "stdout"), Writer(err_write, "stderr")
+    stdout.fallback = stderr
+    stdout.on_closed = lambda writer, error: closed.append(error.strerror or "")
+    data = b"".join(b"line %04d %s\n" % (n, b"x" * 89) for n in range(1000))  # 100-byte lines
+    try:
+        stdout.write(data)
+        poll(lambda: _pending(out_read) == capacity, message="the writer to fill the pipe")
+        os.close(out_read)
+        stdout.close()
+        stderr.close()
+        os.close(err_write)
+        with os.fdopen(err_read, "rb") as err:
+            rest = err.read()
+    finally:
+        os.close(out_write)
+    cut = capacity // 100 * 100
+    assert closed == ["Broken pipe"]
+    assert rest == data[cut:]
