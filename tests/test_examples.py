@@ -26,3 +26,4 @@ def test_examples_run_as_pid1_and_stop_on_ctrl_c() -> None:
     hook_lines = [line for line in dinit.json_lines() if line["stage"] == "finish"]
     assert hook_lines and hook_lines[0]["msg"] == "draining worker"
     assert dinit.messages("info")[-1] == b"dinit exiting with status 0"
+    assert dinit.messages("warning") == [], "the examples leave no process behind to be reparented"
