@@ -177,4 +177,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     undo_locale_coercion()
     prepare_own_fds()
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    Dinit().run(sys.argv[1:] if argv is None else argv)
+    dinit = Dinit()
+    try:
+        dinit.run(sys.argv[1:] if argv is None else argv)
+    except Exception as error:  # a bug ends in one error line and exit 1 (§5.3), not a traceback
+        dinit.fail(f"internal error: {error!r}")

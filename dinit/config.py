@@ -109,11 +109,12 @@ def log_level_from(environ: Mapping[str, str]) -> str:
 
 
 def load(environ: Mapping[str, str], only: tuple[str, ...] | None = None) -> Config:
-    """Parse the ``DINIT_*`` variables of ``environ``; an empty variable means its default (§1)."""
+    """Parse the ``DINIT_*`` variables of ``environ``; an empty variable means its default (§1), and
+    so does one of only blanks, as surrounding blanks are ignored in every value."""
     values: dict[str, object] = {}
     for variable, (field, parse) in _PARSERS.items():
         raw = environ.get(variable, "")
-        if raw == "" or (only is not None and variable not in only):
+        if not raw.strip() or (only is not None and variable not in only):
             continue
         values[field] = parse(variable, raw)
     return Config(**values)  # type: ignore[arg-type]

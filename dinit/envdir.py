@@ -26,14 +26,19 @@ def parse_value(content: bytes) -> str | None:
 def read(directory: str) -> dict[str, str | None]:
     """Read every variable file of ``directory``; ``None`` values mean "unset"."""
     changes: dict[str, str | None] = {}
-    for name in sorted(os.listdir(directory)):
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as error:
+        raise EnvDirError(f"{directory}: {error.strerror}") from None
+    for name in names:
         if name.startswith("."):
             continue
         path = os.path.join(directory, name)
         if "=" in name:
             raise EnvDirError(f"{path}: '=' is not allowed in an environment variable name")
         if not os.path.isfile(path):
-            raise EnvDirError(f"{path}: not a regular file")
+            reason = "dangling symlink" if not os.path.exists(path) else "not a regular file"
+            raise EnvDirError(f"{path}: {reason}")
         try:
             with open(path, "rb") as file:
                 changes[name] = parse_value(file.read())

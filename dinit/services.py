@@ -59,6 +59,13 @@ def _optional(path: str) -> bool:
     return os.path.lexists(path)
 
 
+def _check_directory(name: str, path: str) -> None:
+    """Raise unless an optional directory that is present (``log``, ``env``) is a directory."""
+    if not os.path.isdir(path):
+        reason = "dangling symlink" if not os.path.exists(path) else "not a directory"
+        raise ServiceError(f"{name}: {path}: {reason}")
+
+
 def _stop_hook(name: str, directory: str) -> tuple[str | None, str]:
     """The stop hook's path and stage; having both ``finish`` and ``terminate`` is ambiguous."""
     found = [(os.path.join(directory, file), stage) for file, stage in HOOK_NAMES
@@ -76,6 +83,7 @@ def _logger(name: str, directory: str) -> str | None:
     log_dir = os.path.join(directory, "log")
     if not _optional(log_dir):
         return None
+    _check_directory(name, log_dir)
     log_run = os.path.join(log_dir, "run")
     _check_program(name, log_run)
     return log_run
@@ -83,8 +91,9 @@ def _logger(name: str, directory: str) -> str | None:
 
 def _environment(name: str, directory: str) -> Mapping[str, str | None]:
     env_dir = os.path.join(directory, "env")
-    if not os.path.isdir(env_dir):
+    if not _optional(env_dir):
         return MappingProxyType({})
+    _check_directory(name, env_dir)  # runit's chpst -e fails on a non-directory too
     try:
         return envdir.read(env_dir)
     except envdir.EnvDirError as error:
@@ -105,8 +114,12 @@ def scan(directory: str) -> list[Service]:
     """All services of ``directory`` in byte order of their names, minus those with a ``down`` file."""
     if not os.path.isdir(directory):
         raise ServiceError(f"DINIT_DIR {directory}: no such directory")
+    try:
+        names = sorted(os.listdir(directory), key=os.fsencode)
+    except OSError as error:
+        raise ServiceError(f"DINIT_DIR {directory}: {error.strerror}") from None
     services = []
-    for name in sorted(os.listdir(directory), key=os.fsencode):
+    for name in names:
         path = os.path.join(directory, name)
         if name.startswith("."):
             logger.debug(f"ignoring {path}: dot entry")

@@ -76,9 +76,10 @@ class Services:
 class Dinit:
     """A running dinit with its output collected in the background."""
 
-    def __init__(self, args: list[str], env: dict[str, str], pid1: bool, cwd: str | None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], pid1: bool, cwd: str | None,
+                 wrapper: tuple[str, ...] = ()) -> None:
         self.pid1 = pid1
-        command = [sys.executable, "-m", "dinit", *args]
+        command = [*wrapper, sys.executable, "-m", "dinit", *args]
         if pid1:
             command = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", *command]
         self.popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -213,14 +214,15 @@ def environment(services: Services | None, **variables: str) -> dict[str, str]:
 
 
 def start(services: Services | None, *args: str, pid1: bool = True, cwd: str | None = None,
-          **variables: str) -> Dinit:
-    """Start dinit on ``services`` with DINIT_* ``variables`` (e.g. DINIT_LOG_LEVEL="info")."""
-    return Dinit(list(args), environment(services, **variables), pid1, cwd)
+          wrapper: tuple[str, ...] = (), **variables: str) -> Dinit:
+    """Start dinit on ``services`` with DINIT_* ``variables`` (e.g. DINIT_LOG_LEVEL="info");
+    ``wrapper`` is a command that execs dinit (inside the namespace), e.g. ``setpriv ...``."""
+    return Dinit(list(args), environment(services, **variables), pid1, cwd, wrapper)
 
 
 def run(services: Services | None, *args: str, timeout: float = DEFAULT_TIMEOUT, pid1: bool = True,
-        cwd: str | None = None, **variables: str) -> Dinit:
+        cwd: str | None = None, wrapper: tuple[str, ...] = (), **variables: str) -> Dinit:
     """Run dinit until it exits by itself; returns the finished run (``returncode`` set)."""
-    dinit = start(services, *args, pid1=pid1, cwd=cwd, **variables)
+    dinit = start(services, *args, pid1=pid1, cwd=cwd, wrapper=wrapper, **variables)
     dinit.wait(timeout)
     return dinit

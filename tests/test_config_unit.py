@@ -68,8 +68,10 @@ def test_defaults() -> None:
                                       "DINIT_REPARENTING_POLICY", "DINIT_KILL_TIMEOUT",
                                       "DINIT_TIMEOUT", "DINIT_EXIT_CODE"])
 def test_empty_means_default(variable: str) -> None:
-    """§1: an empty variable means its default, it is never an error."""
+    """§1: an empty variable means its default, it is never an error; blanks alone count as empty
+    (surrounding blanks are ignored in every value, so ``" info "`` is ``info``)."""
     assert load({variable: ""}) == load({})
+    assert load({variable: " \t "}) == load({})
 
 
 def test_unrelated_variables_ignored() -> None:

@@ -234,6 +234,37 @@ def _log_run_dangling(directory: Path) -> tuple[Path, str]:
     return directory / "log" / "run", "dangling symlink"
 
 
+def _log_dangling(directory: Path) -> tuple[Path, str]:
+    write_program(directory / "run", "exec sleep 1000\n")
+    (directory / "log").symlink_to("/nonexistent/log")
+    return directory / "log", "dangling symlink"
+
+
+def _log_is_file(directory: Path) -> tuple[Path, str]:
+    write_program(directory / "run", "exec sleep 1000\n")
+    (directory / "log").write_text("")
+    return directory / "log", "not a directory"
+
+
+def _env_is_file(directory: Path) -> tuple[Path, str]:
+    write_program(directory / "run", "exec sleep 1000\n")
+    (directory / "env").write_text("A=1\n")
+    return directory / "env", "not a directory"
+
+
+def _env_dangling(directory: Path) -> tuple[Path, str]:
+    write_program(directory / "run", "exec sleep 1000\n")
+    (directory / "env").symlink_to("/nonexistent/env")
+    return directory / "env", "dangling symlink"
+
+
+def _env_file_dangling(directory: Path) -> tuple[Path, str]:
+    write_program(directory / "run", "exec sleep 1000\n")
+    (directory / "env").mkdir()
+    (directory / "env" / "VAR").symlink_to("/nonexistent/value")
+    return directory / "env" / "VAR", "dangling symlink"
+
+
 def _finish_not_executable(directory: Path) -> tuple[Path, str]:
     write_program(directory / "run", "exec sleep 1000\n")
     path = write_program(directory / "finish", "exit 0\n")
@@ -256,7 +287,8 @@ def _finish_dangling(directory: Path) -> tuple[Path, str]:
 
 BROKEN: list[Callable[[Path], tuple[Path, str]]] = [
     _missing_run, _run_not_executable, _run_dangling, _run_link_not_executable, _run_is_directory,
-    _log_run_not_executable, _log_without_run, _log_run_dangling, _finish_not_executable,
+    _log_run_not_executable, _log_without_run, _log_run_dangling, _log_dangling, _log_is_file,
+    _env_is_file, _env_dangling, _env_file_dangling, _finish_not_executable,
     _terminate_not_executable, _finish_dangling,
 ]
 
@@ -320,6 +352,46 @@ def test_both_finish_and_terminate(services: Services, tmp_path: Path) -> None:
     dinit = run(services)
     _assert_nothing_started(dinit, marker)
     assert _own_lines(dinit) == [f"error: zz: {directory}: has both finish and terminate, keep one".encode()]
+
+
+#: Runs dinit as root without the capabilities that bypass file permissions, as a non-root image would.
+NO_DAC_OVERRIDE = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
+
+
+def _unreadable_dinit_dir(services: Services) -> tuple[Path, str]:
+    services.root.chmod(0)
+    return services.root, f"DINIT_DIR {services.root}: Permission denied"
+
+
+def _unreadable_service(services: Services) -> tuple[Path, str]:
+    directory = services.add("zz", "exec sleep 1000\n")
+    directory.chmod(0)
+    return directory, f"zz: {directory / 'run'}: Permission denied"
+
+
+def _unreadable_env(services: Services) -> tuple[Path, str]:
+    directory = services.add("zz", "exec sleep 1000\n", env={"A": b"1"})
+    (directory / "env").chmod(0)
+    return directory, f"zz: {directory / 'env'}: Permission denied"
+
+
+UNREADABLE = [_unreadable_dinit_dir, _unreadable_service, _unreadable_env]
+
+
+@pytest.mark.parametrize("breaker", UNREADABLE, ids=[b.__name__.strip("_") for b in UNREADABLE])
+def test_unreadable_is_one_error_line(services: Services, tmp_path: Path,
+                                      breaker: Callable[[Services], tuple[Path, str]]) -> None:
+    """§2/§7: a directory dinit may not read (an image running dinit without root) is one error line
+    with the reason and exit 1, nothing started -- not a traceback."""
+    marker = tmp_path / "started"
+    services.add("a", f"touch {marker}\nexec sleep 1000\n")
+    path, message = breaker(services)
+    try:
+        dinit = run(services, wrapper=NO_DAC_OVERRIDE)
+    finally:
+        path.chmod(0o755)
+    _assert_nothing_started(dinit, marker)
+    assert _own_lines(dinit) == [f"error: {message}".encode()]
 
 
 @pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
