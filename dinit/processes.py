@@ -108,10 +108,16 @@ def _stat_fields(pid: int) -> list[bytes]:
 
 
 def state_and_age(pid: int) -> tuple[str, float]:
-    """The process state letter (``Z`` for zombie) and its age in seconds. Raises OSError if gone."""
+    """The process state letter and its age in seconds, at least: the start time is counted in clock
+    ticks, rounded down, so one tick is taken off. ``Z`` means every thread has exited: a main
+    thread that exited while other threads run shows ``Z`` too, but that process is alive, so it
+    gets its live state ``R`` here. Raises OSError if gone."""
     fields = _stat_fields(pid)
-    started = int(fields[19]) / _CLOCK_TICKS
-    return fields[0].decode(), time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    started = (int(fields[19]) + 1) / _CLOCK_TICKS
+    state = fields[0].decode()
+    if state == "Z" and int(fields[17]) > 1:  # num_threads: a zombie leader counts itself
+        state = "R"
+    return state, time.clock_gettime(time.CLOCK_BOOTTIME) - started
 
 
 def session_of(pid: int) -> int:
@@ -119,13 +125,23 @@ def session_of(pid: int) -> int:
     return int(_stat_fields(pid)[3])
 
 
-def cmdline(pid: int) -> str:
-    """The command line with arguments joined by spaces (empty for zombies and kernel threads)."""
+def _read(path: str) -> bytes:
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            data = file.read()
+        with open(path, "rb") as file:
+            return file.read()
     except OSError:
-        return ""
+        return b""
+
+
+def cmdline(pid: int) -> str:
+    """The command line with arguments joined by spaces (empty for zombies and kernel threads).
+    A process whose main thread has exited shows none of its own: a live thread's is read then."""
+    data = _read(f"/proc/{pid}/cmdline")
+    if not data:
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                if data := _read(f"/proc/{pid}/task/{task}/cmdline"):
+                    break
     return os.fsdecode(data.rstrip(b"\0").replace(b"\0", b" "))
 
 

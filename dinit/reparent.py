@@ -9,6 +9,7 @@ spawns them, before any scan can run, so they are never mistaken for orphans.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -79,7 +80,9 @@ class Reparenter:
         known = self._supervisor.programs
         young = False
         for pid in children().difference(known):
-            young |= self._consider(pid)
+            # Handling one orphan can start teardown, which scans at once: skip what that found.
+            if pid not in known:
+                young |= self._consider(pid)
         if young:
             self._schedule(MIN_AGE)
 
@@ -132,21 +135,20 @@ class Reparenter:
         if reason is not None:
             logger.warning(f"{program.label}: not redirecting output: {reason}")
             return
-        paths = self._fifos(program.pid)
-        fds = [os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC) for path in paths]
         try:
-            redirect.redirect_stdio(program.pid, *paths)
-        except redirect.RedirectError as error:
-            # A process that already exited needs no redirection; only a refusal is worth a warning.
-            report = logger.debug if _exited(program.pid) else logger.warning
-            report(f"{program.label}: not redirecting output: {error}")
-            for fd in fds:
-                os.close(fd)
+            paths = self._fifos(program.pid)
+        except OSError as error:  # e.g. a read-only file system everywhere a FIFO could go
+            logger.warning(f"{program.label}: not redirecting output: cannot make FIFOs: {error}")
             return
-        except redirect.TargetExited as gone:
+        fds: list[int] = []
+        try:
+            for path in paths:
+                fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            redirect.redirect_stdio(program.pid, *paths)
+        except (OSError, redirect.RedirectError, redirect.TargetExited) as error:
             for fd in fds:
                 os.close(fd)
-            self._supervisor.exited(gone.pid, gone.status)
+            self._not_redirected(program, error)
             return
         finally:
             for path in paths:
@@ -155,15 +157,26 @@ class Reparenter:
         mux.add(fds[0], program.name, program.stage, is_stdout=True)
         mux.add(fds[1], program.name, program.stage, is_stdout=False)
 
-    def _fifos(self, pid: int) -> tuple[str, str]:
-        """Two fresh FIFOs the target can open for writing, whatever user it runs as."""
-        if self._fifo_dir is None:
-            import tempfile  # only adoption needs it; kept off the start-up path
+    def _not_redirected(self, program: Program, error: Exception) -> None:
+        """Adoption goes on without redirection; a target that exited meanwhile is reaped already."""
+        from .redirect import TargetExited
 
-            self._fifo_dir = tempfile.mkdtemp(prefix="dinit-")
-            os.chmod(self._fifo_dir, 0o711)
+        if isinstance(error, TargetExited):
+            self._supervisor.exited(error.pid, error.status)
+            return
+        # A process that already exited needs no redirection; only a refusal is worth a warning.
+        report = logger.debug if _exited(program.pid) else logger.warning
+        report(f"{program.label}: not redirecting output: {error}")
+
+    def _fifos(self, pid: int) -> tuple[str, str]:
+        """Two fresh FIFOs the target can open for writing, whatever user it runs as. Raises OSError
+        when no directory can hold them."""
+        if self._fifo_dir is None:
+            self._fifo_dir = _fifo_directory()
         paths = (os.path.join(self._fifo_dir, f"{pid}.out"), os.path.join(self._fifo_dir, f"{pid}.err"))
         for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # left by an earlier attempt for a process with the same PID
             os.mkfifo(path)
             os.chmod(path, 0o622)
         return paths
@@ -175,3 +188,20 @@ class Reparenter:
 
             shutil.rmtree(self._fifo_dir, ignore_errors=True)
 
+
+def _fifo_directory() -> str:
+    """A private directory for FIFOs: in the usual temporary directory, else in ``/dev/shm`` or
+    ``/run``, which stay writable in containers with a read-only root file system."""
+    import tempfile  # only adoption needs it; kept off the start-up path
+
+    error: OSError | None = None
+    for parent in (None, "/dev/shm", "/run"):
+        try:
+            directory = tempfile.mkdtemp(prefix="dinit-", dir=parent)
+        except OSError as failure:
+            error = failure
+            continue
+        os.chmod(directory, 0o711)
+        return directory
+    assert error is not None
+    raise error

@@ -729,3 +729,73 @@ def test_orphan_storm(services: Services, pid1: bool) -> None:
     handled = len(re.findall(rb"reaping process with PID|terminating reparented", dinit.stderr))
     assert handled == 2000, handled  # every orphan is reported once, one way or the other
     assert dinit.messages("error") == []
+
+
+# -- daemons in unusual shapes, and adoption where no FIFO can be made -----------------------------
+
+#: A daemon whose main thread exits (``pthread_exit``) while a second thread goes on: ``/proc`` then
+#: shows the process as a zombie (state ``Z``), although it is alive and will never be reaped.
+HEADLESS = '''
+import ctypes, os, threading, time
+''' + READY + '''
+threading.Thread(target=lambda: [time.sleep(0.05) for _ in iter(int, 1)]).start()
+ready()
+ctypes.CDLL(None).pthread_exit(None)
+'''
+
+
+@PID1
+@pytest.mark.parametrize("policy", ["terminate", "adopt"])
+def test_daemon_whose_main_thread_exited_is_found(services: Services, tmp_path: Path, pid1: bool,
+                                                  policy: str) -> None:
+    """§6.2 "every orphan": a daemon whose main thread has exited while another thread runs looks
+    like a zombie in /proc but is alive: it is handled by policy (under ``adopt`` without
+    redirection, which needs its main thread, saying why), and dinit still exits once it is gone."""
+    headless = program(tmp_path, "headless", HEADLESS)
+    services.add("svc", python_run(f"daemon(['headless', {headless!r}], exe=sys.executable, "
+                                   "wait_ready=True)\nsleep_forever()\n"))
+    dinit = start(services, pid1=pid1, DINIT_REPARENTING_POLICY=policy, **INFO)
+    pid = daemon_pid(dinit)
+    action = "terminating" if policy == "terminate" else "adopting"
+    dinit.wait_for(warning("headless", pid, action, f"headless {headless}"), timeout=10)
+    if policy == "adopt":
+        dinit.wait_for(rb"warning: " + re.escape(f"headless/{pid}: not redirecting output: the main "
+                                                 f"thread of process {pid} has exited".encode()))
+    stopped(dinit, 0)
+    assert re.search(info(f"headless/{pid}: PID {pid} finished with signal 15"), dinit.stderr)
+
+
+def _read_only(*directories: str) -> tuple[str, ...]:
+    """A harness wrapper that makes ``directories`` read-only in dinit's mount namespace (PID 1
+    mode: ``unshare`` gave it a private one) and starts dinit in /proc, where nothing can be made."""
+    mounts = " && ".join(f"mount --bind {d} {d} && mount -o remount,bind,ro {d}" for d in directories)
+    return ("sh", "-c", f'{mounts} && cd /proc && exec "$@"', "sh")
+
+
+def test_adopt_with_read_only_tmp_uses_dev_shm(services: Services, tmp_path: Path) -> None:
+    """§6.3 with a read-only root file system (Kubernetes ``readOnlyRootFilesystem``): the FIFOs go
+    to /dev/shm instead of /tmp, and the daemon's output is captured all the same."""
+    services.add("svc", chatter_run(tmp_path, "devnull"))
+    dinit = start(services, wrapper=_read_only("/tmp", "/var/tmp"), DINIT_REPARENTING_POLICY="adopt",
+                  **INFO)
+    pid = daemon_pid(dinit)
+    poll(lambda: min(map(len, captured(dinit, pid))) >= 3, timeout=10,
+         message="3 JSON and 3 text lines captured from the daemon")
+    stopped(dinit, 0)
+    assert b"not redirecting output" not in dinit.stderr
+
+
+def test_adopt_where_no_fifo_can_be_made(services: Services, tmp_path: Path) -> None:
+    """§6.3: when no directory can hold the FIFOs, that is one warning with the reason and the daemon
+    is adopted without redirection -- not an internal error tearing the container down."""
+    services.add("svc", chatter_run(tmp_path, "inherit"))
+    dinit = start(services, wrapper=_read_only("/tmp", "/var/tmp", "/dev/shm", "/run"),
+                  DINIT_REPARENTING_POLICY="adopt", **INFO)
+    pid = daemon_pid(dinit)
+    dinit.wait_for(rb"warning: " + re.escape(f"chatterd/{pid}: not redirecting output: cannot make "
+                                             "FIFOs: ".encode()) + rb".*Read-only file system")
+    dinit.wait_for(rb" svc/run: text \d+")  # its output still reaches the service's pipe
+    assert dinit.popen.poll() is None
+    stopped(dinit, 0)
+    assert re.search(info(f"chatterd/{pid}: sending SIGTERM to PID {pid}"), dinit.stderr)
+    assert b"internal error" not in dinit.stderr
