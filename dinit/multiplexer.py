@@ -20,8 +20,11 @@ from .log import logger
 from .loop import Loop
 from .writer import Writer
 
-#: Bytes read per readiness event; at most MAX_LINE so only held partial lines can exceed the limit.
-READ_SIZE = MAX_LINE
+#: Bytes read (and labelled as one block) per readiness event. 128 KiB measured fastest here: the
+#: chunk, its labelled copy and its parsed lines stay in the CPU caches, unlike with 1 MiB. It also
+#: bounds the work between two looks at pending signals (§4.6) and the bytes queued per read. At most
+#: MAX_LINE, so only held partial lines can exceed the limit.
+READ_SIZE = 128 * 1024
 #: Pipe capacity asked for (F_SETPIPE_SZ): fewer wake-ups at high rates. Best effort.
 PIPE_SIZE = 1024 * 1024
 _F_SETPIPE_SZ = 1031
