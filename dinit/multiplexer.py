@@ -25,6 +25,10 @@ from .writer import Writer
 #: bounds the work between two looks at pending signals (§4.6) and the bytes queued per read. At most
 #: MAX_LINE, so only held partial lines can exceed the limit.
 READ_SIZE = 128 * 1024
+#: The most labelled output one read may turn into: every line 1 byte long, each with the longest
+#: label (a "not JSON stdout" warning). Reads are made shorter for long names so this holds, which
+#: bounds the memory one read takes before the writers' backpressure can act.
+MAX_READ_OUTPUT = 8 * 1024 * 1024
 #: Pipe capacity asked for (F_SETPIPE_SZ): fewer wake-ups at high rates. Best effort.
 PIPE_SIZE = 1024 * 1024
 _F_SETPIPE_SZ = 1031
@@ -42,7 +46,8 @@ def make_pipe() -> tuple[int, int]:
 class Stream:
     """One pipe read end carrying a program's stdout or stderr."""
 
-    __slots__ = ("fd", "is_stdout", "labeller", "name", "on_eof", "reading", "splitter", "stage")
+    __slots__ = ("fd", "is_stdout", "labeller", "name", "on_eof", "read_size", "reading", "splitter",
+                 "stage")
 
     def __init__(self, fd: int, name: str, stage: str, is_stdout: bool, json: bool,
                  on_eof: Callable[[], None] | None) -> None:
@@ -55,6 +60,14 @@ class Stream:
             JsonLabeller(name, stage) if json and is_stdout else PrefixLabeller(name, stage))
         self.on_eof = on_eof
         self.reading = False
+        self.read_size = _read_size(name, stage)
+
+
+def _read_size(name: str, stage: str) -> int:
+    """READ_SIZE, or less for a long label: a line of 1 byte and its newline become at most
+    ``96 + 2 * label`` bytes (time stamp, fixed words, the label, and JSON escaping of it)."""
+    label = len(name.encode("utf-8", "surrogateescape")) + len(stage)
+    return max(4096, min(READ_SIZE, MAX_READ_OUTPUT * 2 // (96 + 2 * label + 2)))
 
 
 class Multiplexer:
@@ -95,7 +108,7 @@ class Multiplexer:
 
     def _on_readable(self, stream: Stream) -> None:
         try:
-            chunk = os.read(stream.fd, READ_SIZE)
+            chunk = os.read(stream.fd, stream.read_size)
         except BlockingIOError:
             return
         except OSError as error:
