@@ -187,7 +187,7 @@ def main() -> None:
             "producer alone (cat file)": (lambda: run_shell([["cat", str(data)]], count), "raw", {"-"}),
             "relay baseline (cat file | cat)": (
                 lambda: run_shell([["sh", "-c", f"cat {data} | cat"]], count), "raw", {"-"}),
-            f"relay baseline, {CONCURRENT} producers (cat part)": (
+            f"producers alone, {CONCURRENT} at once (cat part)": (
                 lambda: run_shell([["cat", str(part)] for part in parts], count), "raw", {"-"}),
             "dinit JSON mode": (lambda: run_dinit(single, err, count), "json", {"svc"}),
             "dinit prefix mode": (
@@ -211,7 +211,7 @@ def main() -> None:
               f"{fmt(median(steady[name])):>12}")
     print("all runs: line count, line lengths, first/last lines checked; nothing lost")
     relay = median(rates["relay baseline (cat file | cat)"])
-    relay_many = median(rates[f"relay baseline, {CONCURRENT} producers (cat part)"])
+    relay_many = median(rates[f"producers alone, {CONCURRENT} at once (cat part)"])
     json_rate = median(rates["dinit JSON mode"])
     prefix_rate = median(rates["dinit prefix mode"])
     many_rate = median(rates[f"dinit JSON mode, {CONCURRENT} services"])
@@ -231,7 +231,7 @@ def main() -> None:
                ok=many_rate >= (1 - CONCURRENT_TOLERANCE) * json_rate, higher_is_better=True,
                detail=f"best {fmt(max(rates[f'dinit JSON mode, {CONCURRENT} services']))}"),
     ])
-    print(f"(relay baseline with {CONCURRENT} producers: {fmt(relay_many)} lines/s)")
+    print(f"({CONCURRENT} producers alone, into the same consumer: {fmt(relay_many)} lines/s)")
 
 
 if __name__ == "__main__":
