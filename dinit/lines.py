@@ -9,10 +9,7 @@ Bytes are never decoded, so invalid UTF-8 passes through the prefix form unchang
 
 from __future__ import annotations
 
-import json
 import re
-
-import orjson
 
 #: Longest line emitted whole; longer lines are emitted in pieces of at most this size (§4.1).
 MAX_LINE = 1024 * 1024
@@ -146,6 +143,10 @@ class JsonLabeller:
     __slots__ = ("_meta",)
 
     def __init__(self, name: str, stage: str) -> None:
+        # orjson (and json) are imported where they are used: with what orjson imports itself they
+        # would be a third of dinit's start-up, and no line is labelled before services run.
+        import orjson
+
         self._meta = b',"service":%s,"stage":%s,"logged":"' % (orjson.dumps(_text(name)),
                                                                orjson.dumps(_text(stage)))
 
@@ -158,6 +159,8 @@ class JsonLabeller:
         # object (no other JSON value ends in "}"), and the replacement is exactly the annotation.
         labelled = block.replace(b"}\n", suffix)
         if len(labelled) - len(block) == len(lines) * (len(suffix) - 2):
+            import orjson
+
             # Counts the objects that are non-empty and have none of dinit's keys, in one C-level
             # chain that frees each parsed object at once (no list of them is ever built).
             try:
@@ -206,10 +209,14 @@ def _reject_constant(name: str) -> object:
 def _parse(body: bytes) -> object:
     """Parse with orjson; fall back to the standard library for valid JSON orjson refuses
     (e.g. lone surrogate escapes or very deep nesting), still refusing NaN and Infinity."""
+    import orjson
+
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
+    import json
+
     try:
         # Numbers stay text: only the structure matters here, and Python refuses to convert
         # integers of more than 4300 digits, which are valid JSON all the same.
@@ -242,7 +249,7 @@ def _drop_members(body: bytes) -> tuple[bytes, bool]:
             if key_next:
                 key_next = False
                 key = text[1:-1]
-                drop = key in _RESERVED_KEYS if b"\\" not in key else json.loads(text) in _RESERVED
+                drop = key in _RESERVED_KEYS if b"\\" not in key else _decoded(text) in _RESERVED
         elif first in _OPEN:
             depth += 1
             if depth == 1:
@@ -257,3 +264,10 @@ def _drop_members(body: bytes) -> tuple[bytes, bool]:
                 break
     empty = all(not member.strip(_JSON_SPACE) for member in kept)
     return head + b",".join(kept) + b"}", empty
+
+
+def _decoded(string: bytes) -> str:
+    """A JSON string token's value, escapes resolved."""
+    import json
+
+    return json.loads(string)
