@@ -27,3 +27,4 @@ def test_examples_run_as_pid1_and_stop_on_ctrl_c() -> None:
     assert hook_lines and hook_lines[0]["msg"] == "draining worker"
     assert dinit.messages("info")[-1] == b"dinit exiting with status 0"
     assert dinit.messages("warning") == [], "the examples leave no process behind to be reparented"
+    assert b"Terminated" not in dinit.stderr, "the shells' job reports are not part of the demo"
