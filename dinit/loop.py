@@ -45,14 +45,17 @@ class Timer:
 class _Arrived:
     """Set by the Python-level signal handler (which runs on the loop thread between bytecodes), so
     the loop can dispatch a signal between two callbacks instead of after every ready fd of a busy
-    iteration: a flood of output on many pipes must not delay SIGTERM handling (§4.6)."""
+    iteration: a flood of output on many pipes must not delay SIGTERM handling (§4.6). SIGCHLD
+    keeps its place in the order fds became ready, so a program's last output, read from a pipe
+    that was ready before it exited, comes before the line saying it finished."""
 
     signal = False
 
 
-def _note_signal(_signum: int, _frame: object) -> None:
+def _note_signal(signum: int, _frame: object) -> None:
     """The Python-level handler; the real work is dispatched from the wake-up pipe."""
-    _Arrived.signal = True
+    if signum != signal.SIGCHLD:
+        _Arrived.signal = True
 
 
 class Loop:
