@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from dinit import reparent
-from dinit.config import Policy
+from dinit import log, reparent
+from dinit.config import LEVELS, Policy
 from dinit.processes import Role
 
 
@@ -22,6 +22,9 @@ class _Supervisor:
 
     def terminate(self, program: Any) -> None:
         self.terminated.append(program.pid)
+
+    def kill(self, program: Any) -> None:
+        """Scheduled (SIGKILL after DINIT_KILL_TIMEOUT), never called here."""
 
 
 @pytest.mark.parametrize(("age", "handled"), [(0.0, False), (0.009, False), (0.010, True), (2.0, True)])
@@ -40,3 +43,30 @@ def test_orphan_younger_than_10ms_is_looked_at_later(monkeypatch: pytest.MonkeyP
         assert (program.name, program.stage, program.role) == ("sleep", "4242", Role.ORPHAN)
     else:
         assert 4242 not in supervisor.programs
+
+
+class _Loop:
+    def call_later(self, _delay: float, _callback: Any, *_args: Any) -> object:
+        return object()
+
+
+def test_nested_scan_does_not_handle_an_orphan_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handling one orphan can start teardown, which scans at once, inside the first scan: every
+    orphan is still handled (warned about, signalled) exactly once."""
+    supervisor = _Supervisor()
+    supervisor.loop = _Loop()  # type: ignore[assignment]
+    reparenter = reparent.Reparenter(supervisor, Policy.TERMINATE, 30.0)  # type: ignore[arg-type]
+    signalled = supervisor.terminate
+
+    def terminate(program: Any) -> None:
+        signalled(program)
+        if len(supervisor.terminated) == 1:  # the first orphan's end starts teardown: a scan
+            reparenter.scan()
+
+    supervisor.terminate = terminate  # type: ignore[method-assign]
+    monkeypatch.setattr(log, "_threshold", LEVELS["none"])  # no writer here: say nothing
+    monkeypatch.setattr(reparent, "children", lambda: {10, 11, 12})
+    monkeypatch.setattr(reparent, "state_and_age", lambda pid: ("S", 1.0))
+    monkeypatch.setattr(reparent, "cmdline", lambda pid: "sleep 30")
+    reparenter.scan()
+    assert sorted(supervisor.terminated) == [10, 11, 12]
