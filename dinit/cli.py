@@ -7,7 +7,6 @@ directory are validated completely before the first program starts (§1, §2).
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import sys
@@ -129,10 +128,6 @@ class Dinit:
         mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout)
         supervisor = Supervisor(config, services, mux, loop, propagate)
         loop.exception_handler = lambda error: _internal_error(supervisor, error)
-        # Everything made so far (modules, classes, configuration) lives as long as dinit: moved out
-        # of the collector's sight, its full collections stay cheap while output is labelled (JSON
-        # mode makes thousands of short-lived objects per read). Measured: +40 % JSON throughput.
-        gc.freeze()
         try:
             return supervisor.run()
         finally:
