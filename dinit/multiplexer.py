@@ -46,11 +46,11 @@ def make_pipe() -> tuple[int, int]:
 class Stream:
     """One pipe read end carrying a program's stdout or stderr."""
 
-    __slots__ = ("fd", "is_stdout", "labeller", "name", "on_eof", "read_size", "reading", "splitter",
+    __slots__ = ("fd", "is_stdout", "labeller", "name", "owner", "read_size", "reading", "splitter",
                  "stage")
 
     def __init__(self, fd: int, name: str, stage: str, is_stdout: bool, json: bool,
-                 on_eof: Callable[[], None] | None) -> None:
+                 owner: int | None) -> None:
         self.fd = fd
         self.name = name
         self.stage = stage
@@ -58,7 +58,8 @@ class Stream:
         self.splitter = LineSplitter()
         self.labeller: JsonLabeller | PrefixLabeller = (
             JsonLabeller(name, stage) if json and is_stdout else PrefixLabeller(name, stage))
-        self.on_eof = on_eof
+        #: The PID of the program that writes it (None: several, or gone), for :meth:`drain`.
+        self.owner = owner
         self.reading = False
         self.read_size = _read_size(name, stage)
 
@@ -88,11 +89,15 @@ class Multiplexer:
         """How many pipes have not reached EOF yet (dinit exits only at zero, §4.6)."""
         return len(self._streams)
 
-    def add(self, fd: int, name: str, stage: str, is_stdout: bool,
-            on_eof: Callable[[], None] | None = None) -> None:
-        """Start reading ``fd`` (which dinit now owns and will close at EOF)."""
+    @property
+    def paused(self) -> bool:
+        """Whether reading is paused because a writer is congested (programs block on output)."""
+        return self._paused
+
+    def add(self, fd: int, name: str, stage: str, is_stdout: bool, owner: int | None = None) -> None:
+        """Start reading ``fd`` (which dinit now owns and will close at EOF), written by ``owner``."""
         os.set_blocking(fd, False)
-        stream = Stream(fd, name, stage, is_stdout, self._json, on_eof)
+        stream = Stream(fd, name, stage, is_stdout, self._json, owner)
         self._streams[fd] = stream
         if not self._paused:
             self._watch(stream)
@@ -107,20 +112,38 @@ class Multiplexer:
             stream.reading = False
 
     def _on_readable(self, stream: Stream) -> None:
+        self._read(stream)
+
+    def _read(self, stream: Stream) -> int:
+        """Read and emit one chunk; returns its size (0 at EOF, where the stream is closed, or when
+        nothing is there)."""
         try:
             chunk = os.read(stream.fd, stream.read_size)
         except BlockingIOError:
-            return
+            return 0
         except OSError as error:
             logger.warning(f"{stream.name}/{stream.stage}: error reading output: {error.strerror}")
             chunk = b""
         if not chunk:
             self._close(stream)
-            return
+            return 0
         block, cut = stream.splitter.feed(chunk)
         self._emit(stream, block, cut)
         if self._stdout.congested or self._stderr.congested:
             self._pause()
+        return len(chunk)
+
+    def drain(self, owner: int) -> None:
+        """Read what a program that just exited left in its pipes, so its last lines come before
+        the line saying it finished. Bounded: at most one pipe's worth per stream, and nothing
+        while the writers are congested (then the rest is read later, as usual: nothing is lost)."""
+        for stream in [stream for stream in self._streams.values() if stream.owner == owner]:
+            budget = PIPE_SIZE
+            while budget > 0 and not self._paused and stream.fd in self._streams:
+                got = self._read(stream)
+                if got < stream.read_size:
+                    break
+                budget -= got
 
     def _emit(self, stream: Stream, block: bytes, cut: int) -> None:
         """Label a block of whole lines and queue it on the right writer."""
@@ -149,14 +172,12 @@ class Multiplexer:
         return b"".join(b"%s %s%s\n" % (time, label, line) for line in lines)
 
     def _close(self, stream: Stream) -> None:
-        """EOF: emit the unfinished last line, release the fd, tell the owner."""
+        """EOF: emit the unfinished last line, release the fd, say when no stream is left."""
         block, cut = stream.splitter.flush()
         self._emit(stream, block, cut)
         self._unwatch(stream)
         del self._streams[stream.fd]
         os.close(stream.fd)
-        if stream.on_eof is not None:
-            stream.on_eof()
         if not self._streams and self.on_idle is not None:
             self.on_idle()
 

@@ -154,8 +154,8 @@ class Reparenter:
             for path in paths:
                 os.unlink(path)
         mux = self._supervisor.mux
-        mux.add(fds[0], program.name, program.stage, is_stdout=True)
-        mux.add(fds[1], program.name, program.stage, is_stdout=False)
+        mux.add(fds[0], program.name, program.stage, is_stdout=True, owner=program.pid)
+        mux.add(fds[1], program.name, program.stage, is_stdout=False, owner=program.pid)
 
     def _not_redirected(self, program: Program, error: Exception) -> None:
         """Adoption goes on without redirection; a target that exited meanwhile is reaped already."""
@@ -174,11 +174,15 @@ class Reparenter:
         if self._fifo_dir is None:
             self._fifo_dir = _fifo_directory()
         paths = (os.path.join(self._fifo_dir, f"{pid}.out"), os.path.join(self._fifo_dir, f"{pid}.err"))
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)  # left by an earlier attempt for a process with the same PID
-            os.mkfifo(path)
-            os.chmod(path, 0o622)
+        try:
+            for path in paths:
+                os.mkfifo(path)
+                os.chmod(path, 0o622)
+        except OSError:
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            raise
         return paths
 
     def close(self) -> None:

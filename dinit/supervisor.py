@@ -167,7 +167,7 @@ class Supervisor:
             os.close(err_write)
             if out_read is not None:
                 os.close(stdout)
-        self.mux.add(err_read, state.name, stage, is_stdout=False)
+        self.mux.add(err_read, state.name, stage, is_stdout=False, owner=pid)
         return pid, out_read
 
     def _exec_failed(self, label: str, path: str, error: OSError, command: bool = False) -> None:
@@ -196,7 +196,7 @@ class Supervisor:
             self._exec_failed(f"{service.name}/run", service.run, error, service.command)
             return
         if out_read is not None:
-            self.mux.add(out_read, service.name, "run", is_stdout=True)
+            self.mux.add(out_read, service.name, "run", is_stdout=True, owner=pid)
         state.run = self._register(pid, service.name, "run", Role.RUN, state)
 
     def _start_logger(self, state: ServiceState) -> bool:
@@ -212,7 +212,7 @@ class Supervisor:
             self._exec_failed(f"{service.name}/log", service.log_run, error)
             return False
         assert out_read is not None
-        self.mux.add(out_read, service.name, "run", is_stdout=True)
+        self.mux.add(out_read, service.name, "run", is_stdout=True, owner=pid)
         state.logger = self._register(pid, service.name, "log", Role.LOG, state)
         return True
 
@@ -272,7 +272,7 @@ class Supervisor:
                          " sending SIGTERM instead")
             return False
         if out_read is not None:
-            self.mux.add(out_read, state.name, stage, is_stdout=True)
+            self.mux.add(out_read, state.name, stage, is_stdout=True, owner=pid)
         state.hook = self._register(pid, state.name, stage, Role.HOOK, state)
         return True
 
@@ -319,9 +319,10 @@ class Supervisor:
 
     def exited(self, pid: int, status: int) -> None:
         """A child's exit status is known (reaped here, or by the ptrace code while it held it)."""
-        program = self.programs.pop(pid, None)
-        if program is None:
+        if pid not in self.programs:
             return
+        self.mux.drain(pid)  # its last lines first, then the line saying it finished
+        program = self.programs.pop(pid)
         for timer in program.timers:
             timer.cancel()
         state = self._by_pid_state.pop(pid, None)
@@ -394,7 +395,9 @@ class Supervisor:
             return
         now = self.loop.time()
         unread = _unread_after_close(state.pipe_read)
-        if unread is None or unread != state.unread:
+        # While dinit's own output is congested the logger is blocked on its writes by dinit: that
+        # is no sign of a logger that stopped reading.
+        if unread is None or unread != state.unread or self.mux.paused:
             state.closed_since = None if unread is None else now
             state.unread = unread
         elif state.closed_since is not None and now - state.closed_since >= _LOGGER_GRACE:

@@ -634,6 +634,59 @@ def test_stalled_stdout_bounds_memory_and_keeps_teardown(services: Services) -> 
         assert re.search(rb"dinit: info: dinit exiting with status 0\n$", dinit.collected)
 
 
+def test_last_output_comes_before_finished_even_after_a_busy_spell(services: Services,
+                                                                  tmp_path: Path) -> None:
+    """§4.6 order: a program that wrote much more than one read (128 KiB) and exited while dinit
+    was busy (here: stopped) still has all of its lines before dinit's line saying it finished."""
+    pid_file, go = tmp_path / "pid", tmp_path / "go"
+    services.add("svc", PY + f"""import os, sys, time
+open({str(pid_file)!r}, "w").write(str(os.getpid()))
+while not os.path.exists({str(go)!r}):
+    time.sleep(0.01)
+sys.stderr.buffer.write(b"".join(b"line %06d %s\\n" % (n, b"x" * 50) for n in range(14000)))
+sys.stderr.buffer.write(b"LAST\\n")
+sys.stderr.flush()
+""")
+    # Not PID 1, so the service's PID is the same in the test's namespace (the order is the same).
+    dinit = start(services, pid1=False, DINIT_LOG_LEVEL="info")
+    service = int(poll(lambda: pid_file.exists() and pid_file.read_text(), message="the service's PID"))
+    os.kill(dinit.pid, signal.SIGSTOP)
+    try:
+        go.touch()
+        poll(lambda: Path(f"/proc/{service}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] == b"Z",
+             message="the service to exit while dinit is stopped")
+    finally:
+        os.kill(dinit.pid, signal.SIGCONT)
+    assert dinit.wait() == 0
+    err = dinit.stderr
+    assert len(dinit.service_lines("svc/run")) == 14001
+    assert err.index(b" svc/run: LAST\n") < err.index(f"svc/run: PID {service} finished".encode())
+
+
+def test_logger_blocked_by_dinits_backpressure_is_not_terminated(services: Services) -> None:
+    """§4.5/§4.6: while nobody reads dinit's stdout, a logger blocks on its writes and stops reading
+    its (closed) input: that is dinit's doing, so the logger is left alone, and once stdout is read
+    every line arrives and the logger exits by itself."""
+    # About 7 MB once labelled: more than the 4 MiB dinit queues before it stops reading.
+    services.add("svc", PY + """import os
+os.write(1, b"".join(b"line %07d %s\\n" % (n, b"x" * 50) for n in range(70000)))
+""", log="exec cat\n")
+    with raw_dinit(services, DINIT_JSON_STDOUT="0", DINIT_LOG_LEVEL="info") as dinit:
+        assert dinit.popen.stdout is not None
+        out_fd = dinit.popen.stdout.fileno()
+        dinit.wait_collected(rb"svc/run: PID \d+ finished with status 0")
+        window = time.monotonic() + 2.0  # stalled for twice the logger's grace period
+        while time.monotonic() < window:  # a measurement window, not a wait for something
+            time.sleep(0.05)
+        out = b""
+        while chunk := os.read(out_fd, 1 << 20):
+            out += chunk
+        assert dinit.finish() == 0
+    assert b"still running after its input was closed" not in dinit.collected
+    assert re.search(rb"svc/log: PID \d+ finished with status 0", dinit.collected)
+    assert len(prefix_lines(out, "svc/run")) == 70000
+
+
 @pytest.mark.parametrize("json", ["on", "off"])
 def test_tiny_lines_with_a_long_label_bound_memory(services: Services, json: str) -> None:
     """§4.6: one-byte lines from a service with a 250-byte name grow about 150-fold when labelled
