@@ -428,12 +428,12 @@ class Supervisor:
 
 
 def _unread_after_close(fd: int) -> int | None:
-    """How many bytes are left in a pipe whose writers are all gone (the read end reports POLLHUP
+    """How many bytes are left in a pipe whose writers are all gone (the read end reports EPOLLHUP
     then, data or not), or None while a writer is left."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    if not any(events & select.POLLHUP for _, events in poller.poll(0)):
-        return None
+    with select.epoll() as poller:
+        poller.register(fd, select.EPOLLIN)
+        if not any(events & select.EPOLLHUP for _, events in poller.poll(0)):
+            return None
     pending = bytearray(4)
     fcntl.ioctl(fd, termios.FIONREAD, pending)
     return int.from_bytes(pending, "little")
