@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dinit import log, reparent
+from dinit import log, processes, reparent
 from dinit.config import LEVELS, Policy
 from dinit.processes import Role
 
@@ -70,3 +75,39 @@ def test_nested_scan_does_not_handle_an_orphan_twice(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(reparent, "cmdline", lambda pid: "sleep 30")
     reparenter.scan()
     assert sorted(supervisor.terminated) == [10, 11, 12]
+
+
+def test_age_is_never_overestimated() -> None:
+    """§6.2 "not before it is 10 ms old": /proc counts start times in clock ticks, rounded down, so
+    an age computed from it can be up to a tick too high; state_and_age never reports more than the
+    time that really passed since just before the fork."""
+    for _ in range(20):
+        before = time.clock_gettime(time.CLOCK_BOOTTIME)
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(5)
+            os._exit(0)
+        try:
+            _, age = processes.state_and_age(pid)
+            assert age <= time.clock_gettime(time.CLOCK_BOOTTIME) - before
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def test_fifos_are_removed_when_the_second_cannot_be_made(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """Adoption: when the second FIFO cannot be made, the first is not left behind."""
+    reparenter = reparent.Reparenter(_Supervisor(), Policy.ADOPT, 30.0)  # type: ignore[arg-type]
+    reparenter._fifo_dir = str(tmp_path)
+    made = os.mkfifo
+
+    def mkfifo(path: str, *args: Any) -> None:
+        if path.endswith(".err"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        made(path, *args)
+
+    monkeypatch.setattr(os, "mkfifo", mkfifo)
+    with pytest.raises(OSError):
+        reparenter._fifos(4242)
+    assert os.listdir(tmp_path) == []
