@@ -140,13 +140,14 @@ class JsonLabeller:
     the caller reports on stderr.
     """
 
-    __slots__ = ("_meta",)
+    __slots__ = ("_loads", "_meta")
 
     def __init__(self, name: str, stage: str) -> None:
         # orjson (and json) are imported where they are used: with what orjson imports itself they
         # would be a third of dinit's start-up, and no line is labelled before services run.
         import orjson
 
+        self._loads = orjson.loads
         self._meta = b',"service":%s,"stage":%s,"logged":"' % (orjson.dumps(_text(name)),
                                                                orjson.dumps(_text(stage)))
 
@@ -159,13 +160,11 @@ class JsonLabeller:
         # object (no other JSON value ends in "}"), and the replacement is exactly the annotation.
         labelled = block.replace(b"}\n", suffix)
         if len(labelled) - len(block) == len(lines) * (len(suffix) - 2):
-            import orjson
-
             # Counts the objects that are non-empty and have none of dinit's keys, in one C-level
             # chain that frees each parsed object at once (no list of them is ever built).
             try:
-                plain = sum(map(_RESERVED.isdisjoint, filter(None, map(orjson.loads, lines))))
-            except orjson.JSONDecodeError:
+                plain = sum(map(_RESERVED.isdisjoint, filter(None, map(self._loads, lines))))
+            except ValueError:  # orjson.JSONDecodeError
                 plain = -1
             if plain == len(lines):
                 return labelled, []

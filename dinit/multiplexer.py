@@ -103,7 +103,7 @@ class Multiplexer:
             self._watch(stream)
 
     def _watch(self, stream: Stream) -> None:
-        self._loop.add_reader(stream.fd, self._on_readable, stream)
+        self._loop.add_reader(stream.fd, self._read, stream)
         stream.reading = True
 
     def _unwatch(self, stream: Stream) -> None:
@@ -111,12 +111,9 @@ class Multiplexer:
             self._loop.remove_reader(stream.fd)
             stream.reading = False
 
-    def _on_readable(self, stream: Stream) -> None:
-        self._read(stream)
-
     def _read(self, stream: Stream) -> int:
-        """Read and emit one chunk; returns its size (0 at EOF, where the stream is closed, or when
-        nothing is there)."""
+        """Read and emit one chunk (the reader callback, and :meth:`drain`'s step); returns its size
+        (0 at EOF, where the stream is closed, or when nothing is there)."""
         try:
             chunk = os.read(stream.fd, stream.read_size)
         except BlockingIOError:

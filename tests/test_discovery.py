@@ -234,28 +234,20 @@ def _log_run_dangling(directory: Path) -> tuple[Path, str]:
     return directory / "log" / "run", "dangling symlink"
 
 
-def _log_dangling(directory: Path) -> tuple[Path, str]:
-    write_program(directory / "run", "exec sleep 1000\n")
-    (directory / "log").symlink_to("/nonexistent/log")
-    return directory / "log", "dangling symlink"
+def _broken_directory(name: str, dangling: bool) -> Callable[[Path], tuple[Path, str]]:
+    """A breaker making ``S/<name>`` (``log`` or ``env``) a dangling symlink, or a plain file."""
 
+    def breaker(directory: Path) -> tuple[Path, str]:
+        write_program(directory / "run", "exec sleep 1000\n")
+        path = directory / name
+        if dangling:
+            path.symlink_to(f"/nonexistent/{name}")
+            return path, "dangling symlink"
+        path.write_text("A=1\n")
+        return path, "not a directory"
 
-def _log_is_file(directory: Path) -> tuple[Path, str]:
-    write_program(directory / "run", "exec sleep 1000\n")
-    (directory / "log").write_text("")
-    return directory / "log", "not a directory"
-
-
-def _env_is_file(directory: Path) -> tuple[Path, str]:
-    write_program(directory / "run", "exec sleep 1000\n")
-    (directory / "env").write_text("A=1\n")
-    return directory / "env", "not a directory"
-
-
-def _env_dangling(directory: Path) -> tuple[Path, str]:
-    write_program(directory / "run", "exec sleep 1000\n")
-    (directory / "env").symlink_to("/nonexistent/env")
-    return directory / "env", "dangling symlink"
+    breaker.__name__ = f"_{name}_{'dangling' if dangling else 'is_file'}"
+    return breaker
 
 
 def _env_file_dangling(directory: Path) -> tuple[Path, str]:
@@ -287,8 +279,9 @@ def _finish_dangling(directory: Path) -> tuple[Path, str]:
 
 BROKEN: list[Callable[[Path], tuple[Path, str]]] = [
     _missing_run, _run_not_executable, _run_dangling, _run_link_not_executable, _run_is_directory,
-    _log_run_not_executable, _log_without_run, _log_run_dangling, _log_dangling, _log_is_file,
-    _env_is_file, _env_dangling, _env_file_dangling, _finish_not_executable,
+    _log_run_not_executable, _log_without_run, _log_run_dangling,
+    *(_broken_directory(name, dangling) for name in ("log", "env") for dangling in (True, False)),
+    _env_file_dangling, _finish_not_executable,
     _terminate_not_executable, _finish_dangling,
 ]
 

@@ -317,14 +317,21 @@ exit 115
     assert b"svc/run: stopping" not in messages
 
 
-def test_logger_ignoring_eof_is_terminated(services: Services) -> None:
-    """§4.5: a logger that keeps running after its input is closed gets SIGTERM; dinit exits."""
-    services.add("svc", "echo '{\"n\":1}'\n", log="cat >/dev/null\nsleep 1000\n")
-    dinit = run(services, DINIT_LOG_LEVEL="info")
+def _logger_terminated(services: Services, **variables: str) -> tuple[Dinit, list[bytes]]:
+    """Run dinit to its end (exit 0) and check that svc's logger was told its input is closed and
+    got SIGTERM; returns the run and dinit's messages."""
+    dinit = run(services, DINIT_LOG_LEVEL="info", **variables)
     assert dinit.returncode == 0
     messages = dinit.messages()
     assert b"svc/log: still running after its input was closed" in messages
     assert any(re.fullmatch(rb"svc/log: sending SIGTERM to PID \d+", m) for m in messages)
+    return dinit, messages
+
+
+def test_logger_ignoring_eof_is_terminated(services: Services) -> None:
+    """§4.5: a logger that keeps running after its input is closed gets SIGTERM; dinit exits."""
+    services.add("svc", "echo '{\"n\":1}'\n", log="cat >/dev/null\nsleep 1000\n")
+    _, messages = _logger_terminated(services)
     assert not any(b"SIGKILL" in m for m in messages)
     assert messages[-1] == b"dinit exiting with status 0"
 
@@ -333,11 +340,7 @@ def test_logger_that_never_reads_is_terminated_and_its_input_read(services: Serv
     """§4.5 "dinit never hangs on a logger": a logger that never reads its input (so the pipe is
     closed but not empty) gets SIGTERM too, and dinit then reads what it left: nothing is lost."""
     services.add("svc", "echo '{\"n\":1}'\necho '{\"n\":2}'\n", log="exec sleep 1000\n")
-    dinit = run(services, DINIT_LOG_LEVEL="info")
-    assert dinit.returncode == 0
-    messages = dinit.messages()
-    assert b"svc/log: still running after its input was closed" in messages
-    assert any(re.fullmatch(rb"svc/log: sending SIGTERM to PID \d+", m) for m in messages)
+    dinit, _ = _logger_terminated(services)
     assert [(obj["n"], obj["service"], obj["stage"]) for obj in dinit.json_lines()] == [
         (1, "svc", "run"), (2, "svc", "run")]
 
@@ -361,11 +364,7 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN)
 sys.stdin.buffer.read()
 time.sleep(1000)
 """)
-    dinit = run(services, DINIT_LOG_LEVEL="info", DINIT_KILL_TIMEOUT="1")
-    assert dinit.returncode == 0
-    messages = dinit.messages()
-    assert b"svc/log: still running after its input was closed" in messages
-    assert any(re.fullmatch(rb"svc/log: sending SIGTERM to PID \d+", m) for m in messages)
+    _, messages = _logger_terminated(services, DINIT_KILL_TIMEOUT="1")
     assert any(re.fullmatch(rb"svc/log: sending SIGKILL to PID \d+", m) for m in messages)
     assert any(re.fullmatch(rb"svc/log: PID \d+ finished with signal 9", m) for m in messages)
     assert messages[-1] == b"dinit exiting with status 0"
