@@ -2,14 +2,17 @@
 
 Everything here is pure (bytes in, bytes out) so it can be property-tested, and it works on whole
 chunks rather than single lines: a chunk of many ordinary lines is handled by a few C-level bytes
-operations (``split``, ``replace``) and one ``orjson.loads`` per line via ``map``. Only chunks with
-something unusual (``\\r\\n``, empty lines, non-JSON lines, reserved keys) take the per-line path.
+operations (``split``, ``join``, ``replace``) and, in JSON mode, one msgspec decode per line via
+``map``. Only chunks with something unusual (``\\r\\n``, empty lines, non-JSON lines, empty objects,
+dinit's own keys) take the per-line path, which uses orjson.
 Bytes are never decoded, so invalid UTF-8 passes through the prefix form unchanged.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 
 #: Longest line emitted whole; longer lines are emitted in pieces of at most this size (§4.1).
 MAX_LINE = 1024 * 1024
@@ -140,34 +143,24 @@ class JsonLabeller:
     the caller reports on stderr.
     """
 
-    __slots__ = ("_loads", "_meta")
+    __slots__ = ("_meta",)
 
     def __init__(self, name: str, stage: str) -> None:
-        # orjson (and json) are imported where they are used: with what orjson imports itself they
-        # would be a third of dinit's start-up, and no line is labelled before services run.
+        # orjson (and json, msgspec) are imported where they are used: with what they import
+        # themselves they would be most of dinit's start-up, and no line is labelled before
+        # services run.
         import orjson
 
-        self._loads = orjson.loads
         self._meta = b',"service":%s,"stage":%s,"logged":"' % (orjson.dumps(_text(name)),
                                                                orjson.dumps(_text(stage)))
 
     def label(self, block: bytes, time: bytes) -> tuple[bytes, list[bytes]]:
         """Annotate a block; ordinary blocks take the C-speed path, others go line by line."""
         suffix = self._meta + time + b'"}\n'
-        lines = block.split(b"\n")
-        lines.pop()
-        # One "}\n" replaced per line means every line ends in "}": then each line that parses is an
-        # object (no other JSON value ends in "}"), and the replacement is exactly the annotation.
-        labelled = block.replace(b"}\n", suffix)
-        if len(labelled) - len(block) == len(lines) * (len(suffix) - 2):
-            # Counts the objects that are non-empty and have none of dinit's keys, in one C-level
-            # chain that frees each parsed object at once (no list of them is ever built).
-            try:
-                plain = sum(map(_RESERVED.isdisjoint, filter(None, map(self._loads, lines))))
-            except ValueError:  # orjson.JSONDecodeError
-                plain = -1
-            if plain == len(lines):
-                return labelled, []
+        # Every line of an ordinary block ends in "}": cut there, the annotation is one join.
+        parts = block.split(b"}\n")
+        if not parts[-1] and _plain_objects(block, parts):
+            return suffix.join(parts), []
         return self._label_lines(block, suffix)
 
     def _label_lines(self, block: bytes, suffix: bytes) -> tuple[bytes, list[bytes]]:
@@ -180,6 +173,55 @@ class JsonLabeller:
             else:
                 out.append(labelled)
         return b"".join(out), rejected
+
+
+#: Put where each line's final "}" was, to check a whole block in one decode. ``"":0}`` makes the
+#: line's object end there, and only a complete top-level member can come before it, so the object
+#: is valid only if the line was a non-empty object. The ``0`` after it is a value of its own only
+#: outside every object and array: a line that leaves one open makes the decode fail, so no value
+#: can span two lines.
+_MARK = b',"":0}0 '
+
+
+def _plain_objects(block: bytes, parts: list[bytes]) -> bool:
+    """Whether ``parts`` (``block`` cut at each ``}\\n``, last part empty) are all whole lines that
+    are non-empty JSON objects without members named like dinit's: then annotating is one join.
+
+    Validation is msgspec's, one call for the block: decoding into a struct of dinit's three names
+    skips every other member without building it (orjson builds whole objects, three times as
+    slow), and tells whether any of the three is there. With :data:`_MARK`, a decode that succeeds
+    has at least two values per line (one ending at the marker's "}", then ``0``), and exactly two
+    only for a line that is one object: the count proves every line.
+    Skipping does not check UTF-8, so the block is checked once as a whole. What msgspec refuses
+    (also valid JSON it is stricter about, such as lone surrogate escapes) goes line by line."""
+    marked = _MARK.join(parts)
+    if b"\n" in marked or not (block.isascii() or _is_utf8(block)):
+        return False  # a line did not end in "}" (or was empty), or the block is not UTF-8
+    decode_lines, nothing = _own_members()
+    try:
+        values = decode_lines(marked)
+    except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
+        return False
+    lines = len(parts) - 1
+    return len(values) == 2 * lines and values.count(nothing) == lines
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@functools.cache
+def _own_members() -> tuple[Callable[[bytes], list[object]], object]:
+    """A decoder of whitespace-separated JSON objects (into their members named like dinit's) and
+    integers, and what it gives for an object that has none of those members."""
+    import msgspec
+
+    own = msgspec.defstruct("OwnMembers", [(name, msgspec.Raw, msgspec.UNSET) for name in _RESERVED])
+    return msgspec.json.Decoder(own | int).decode_lines, own()
 
 
 def label_json_line(line: bytes, suffix: bytes) -> bytes | None:

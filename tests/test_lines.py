@@ -412,6 +412,61 @@ def test_json_fast_path_equals_line_by_line(objects: list[bytes]) -> None:
     assert (mixed, rejected) == (slow, [b"junk"])
 
 
+#: Bytes that make JSON subtly wrong (or subtly right) when put into an object line.
+_MUTATIONS = [b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":", b" ", b"\t", b"\r", b"0", b"-", b"+",
+              b"e", b".", b"u", b"n", b"t", b"x", b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x00", b"\x0c",
+              b"\xef\xbb\xbf", b"\\ud800", b"\\u0073", b'"service"', b'"stage":1', b'"logged"',
+              b'"":0', b"1e400", b"NaN", b"01"]
+
+
+@st.composite
+def mutated_object_lines(draw: st.DrawFn) -> bytes:
+    """An object line with a few bytes inserted, deleted or replaced, still ending in "}" so that a
+    block of them is tried on the fast path."""
+    line = draw(object_lines()).rstrip()
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(line)))
+        end = at + draw(st.integers(0, 2))
+        line = line[:at] + draw(st.sampled_from([b"", *_MUTATIONS])) + line[end:]
+    return line if line.endswith(b"}") else line + b"}"
+
+
+@settings(PROPERTY, max_examples=300)
+@given(items=st.lists(mutated_object_lines(), min_size=1, max_size=3))
+def test_json_fast_path_decides_as_line_by_line(items: list[bytes]) -> None:
+    """The fast path (msgspec's validation of a whole block) accepts exactly what the per-line path
+    (orjson, then Python's parser) accepts: valid or not, UTF-8 or not, dinit's keys or not."""
+    block = b"".join(item + b"\n" for item in items)
+    labeller = JsonLabeller(NAME, STAGE)
+    assert labeller.label(block, TIME) == labeller._label_lines(block, SUFFIX)
+
+
+@pytest.mark.parametrize("block", [
+    b'{"a":\n1}\n',  # a value across two lines
+    b'{"a":{"b":1}\n,"c":2}\n{}{"d":1}\n',  # ...with a line of two objects to even the count
+    b'{"a":[{}\n{}]}\n{},{}\n',
+    b'{"a":"}\n{"},{}\n',  # a string across two lines
+    b'{"a":1}{"b":2}\n',
+    b'{"a":1} {"b":2}\n',
+    b'1 {"b":2}\n',  # a number before an object: the same values as two lines would give
+    b'{"a":1}\n7{"b":2}\n',
+    b'{}}\n',
+    b'{"a":1,}\n',
+    b'{"a":1}\n{}\n',  # an empty object takes no comma
+    b'{ }\n',
+    b'{"a":1,"":0}0 {"b":2}\n',  # the marker itself in a line
+    b'{"a":1}\n{"b":2,"serv\\u0069ce":3}\n',
+    b'{"a":1}\n{"b":{"service":1}}\n',  # a nested "service" is the program's own
+    b'{"a":"\\ud800"}\n',  # valid JSON that msgspec refuses
+    b'{"a":"\xc3\xa9"}\n{"b":"\xff"}\n',
+])
+def test_json_fast_path_takes_no_block_it_should_not(block: bytes) -> None:
+    """Blocks built to fool a check of the whole block at once (lines that are invalid alone but
+    valid together, values across lines, lines of two values) are labelled as line by line."""
+    labeller = JsonLabeller(NAME, STAGE)
+    assert labeller.label(block, TIME) == labeller._label_lines(block, SUFFIX)
+
+
 @PROPERTY
 @given(items=st.lists(object_lines() | junk_lines, min_size=1, max_size=12),
        endings=st.lists(st.sampled_from([b"\n", b"\r\n", b"\n\n", b"\r\n\r\n"]), min_size=12,
