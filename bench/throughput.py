@@ -16,9 +16,10 @@ label is fixed-size), the first and last lines are the first and last input line
 labelled (JSON-parsed in JSON mode), and stderr is empty.
 
 Cases: JSON mode, prefix mode (``DINIT_JSON_STDOUT=0``), and 8 services each writing N/8 lines
-concurrently (JSON mode; compared with the single-service JSON figure). Baselines in the same run:
-the producer alone into the same consumer (``cat file``), and the same producer through a relay
-(``cat file | cat``), the shape of dinit's data path without its work.
+concurrently (JSON mode; compared with the single-service JSON figure); also, with no target, JSON
+lines that carry a ``"service"`` member of their own, which dinit replaces line by line. Baselines
+in the same run: the producer alone into the same consumer (``cat file``), and the same producer
+through a relay (``cat file | cat``), the shape of dinit's data path without its work.
 """
 
 from __future__ import annotations
@@ -55,10 +56,14 @@ CONCURRENT_TOLERANCE = 0.20
 _SEQ0 = 1_000_000_000
 _HEAD = b'{"seq":%d,"msg":"'
 _PAD = b"x" * (LINE - len(_HEAD % _SEQ0) - len(b'"}\n'))
+#: Ends the lines of the "own key" case: a member named like dinit's, which dinit replaces, so those
+#: lines take the line-by-line path (no target; it shows what that path costs).
+_OWN_KEY = b'","service":"x'
 
 
-def make_lines(first: int, count: int) -> bytes:
-    return b"".join(_HEAD % (_SEQ0 + i) + _PAD + b'"}\n' for i in range(first, first + count))
+def make_lines(first: int, count: int, own_key: bool = False) -> bytes:
+    pad, tail = (_PAD[len(_OWN_KEY):], _OWN_KEY) if own_key else (_PAD, b"")
+    return b"".join(_HEAD % (_SEQ0 + i) + pad + tail + b'"}\n' for i in range(first, first + count))
 
 
 @dataclass
@@ -173,6 +178,8 @@ def main() -> None:
         root = Path(tmp)
         data = root / "lines.json"
         data.write_bytes(make_lines(0, count))
+        own = root / "own.json"
+        own.write_bytes(make_lines(0, count, own_key=True))
         per = count // CONCURRENT
         parts = []
         for k in range(CONCURRENT):
@@ -180,6 +187,7 @@ def main() -> None:
             part.write_bytes(make_lines(k * per, per))
             parts.append(part)
         single = make_services(root / "single", {"svc": f"cat {data}; exec sleep 1000\n"})
+        own_key = make_services(root / "own", {"svc": f"cat {own}; exec sleep 1000\n"})
         many = make_services(root / "many", {f"svc{k}": f"cat {parts[k]}; exec sleep 1000\n"
                                              for k in range(CONCURRENT)})
         err = root / "stderr"
@@ -194,6 +202,8 @@ def main() -> None:
                 lambda: run_dinit(single, err, count, DINIT_JSON_STDOUT="0"), "prefix", {"svc"}),
             f"dinit JSON mode, {CONCURRENT} services": (
                 lambda: run_dinit(many, err, count), "json", {f"svc{k}" for k in range(CONCURRENT)}),
+            "dinit JSON mode, lines with a service key": (
+                lambda: run_dinit(own_key, err, count), "json", {"svc"}),
         }
         rates: dict[str, list[float]] = {name: [] for name in cases}
         steady: dict[str, list[float]] = {name: [] for name in cases}
@@ -230,6 +240,9 @@ def main() -> None:
                target=f"within {CONCURRENT_TOLERANCE:.0%} of 1 service",
                ok=many_rate >= (1 - CONCURRENT_TOLERANCE) * json_rate, higher_is_better=True,
                detail=f"best {fmt(max(rates[f'dinit JSON mode, {CONCURRENT} services']))}"),
+        result("JSON mode, lines with a \"service\" member (line by line)",
+               median(rates["dinit JSON mode, lines with a service key"]), "lines/s",
+               baseline=json_rate, baseline_label="dinit JSON, plain lines", higher_is_better=True),
     ])
     print(f"({CONCURRENT} producers alone, into the same consumer: {fmt(relay_many)} lines/s)")
 

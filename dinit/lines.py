@@ -11,6 +11,7 @@ Bytes are never decoded, so invalid UTF-8 passes through the prefix form unchang
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable
 
@@ -159,8 +160,10 @@ class JsonLabeller:
         suffix = self._meta + time + b'"}\n'
         # Every line of an ordinary block ends in "}": cut there, the annotation is one join.
         parts = block.split(b"}\n")
-        if not parts[-1] and _plain_objects(block, parts):
-            return suffix.join(parts), []
+        if not parts[-1]:
+            members = _block_members(block, parts)
+            if members is not None:
+                return _join_labelled(parts, members, suffix), []
         return self._label_lines(block, suffix)
 
     def _label_lines(self, block: bytes, suffix: bytes) -> tuple[bytes, list[bytes]]:
@@ -183,27 +186,44 @@ class JsonLabeller:
 _MARK = b',"":0}0 '
 
 
-def _plain_objects(block: bytes, parts: list[bytes]) -> bool:
-    """Whether ``parts`` (``block`` cut at each ``}\\n``, last part empty) are all whole lines that
-    are non-empty JSON objects without members named like dinit's: then annotating is one join.
+def _block_members(block: bytes, parts: list[bytes]) -> list[object] | None:
+    """If ``parts`` (``block`` cut at each ``}\\n``, last part empty) are all whole lines that are
+    non-empty JSON objects, each line's members named like dinit's (see :func:`_own_members`);
+    else None, and the block goes line by line.
 
     Validation is msgspec's, one call for the block: decoding into a struct of dinit's three names
     skips every other member without building it (orjson builds whole objects, three times as
-    slow), and tells whether any of the three is there. With :data:`_MARK`, a decode that succeeds
-    has at least two values per line (one ending at the marker's "}", then ``0``), and exactly two
-    only for a line that is one object: the count proves every line.
-    Skipping does not check UTF-8, so the block is checked once as a whole. What msgspec refuses
-    (also valid JSON it is stricter about, such as lone surrogate escapes) goes line by line."""
+    slow). With :data:`_MARK`, a decode that succeeds has at least two values per line (one ending
+    at the marker's "}", then ``0``), and exactly two only for a line that is one object: the count
+    proves every line. Skipping does not check UTF-8, so the block is checked once as a whole. What
+    msgspec refuses (also valid JSON it is stricter about, such as lone surrogate escapes) goes line
+    by line, where orjson and Python's parser decide."""
     marked = _MARK.join(parts)
     if b"\n" in marked or not (block.isascii() or _is_utf8(block)):
-        return False  # a line did not end in "}" (or was empty), or the block is not UTF-8
-    decode_lines, nothing = _own_members()
+        return None  # a line did not end in "}" (or was empty), or the block is not UTF-8
     try:
-        values = decode_lines(marked)
+        values = _own_members()[0](marked)
     except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
-        return False
-    lines = len(parts) - 1
-    return len(values) == 2 * lines and values.count(nothing) == lines
+        return None
+    return values[::2] if len(values) == 2 * (len(parts) - 1) else None
+
+
+def _join_labelled(parts: list[bytes], members: list[object], suffix: bytes) -> bytes:
+    """The annotated lines of a checked block: one join, but for the lines that have members named
+    like dinit's, which are annotated one by one between joins of the others."""
+    nothing = _own_members()[1]
+    if members.count(nothing) == len(members):
+        return suffix.join(parts)
+    out: list[bytes] = []
+    start = 0
+    for index in itertools.compress(range(len(members)), map(nothing.__ne__, members)):
+        if index > start:
+            out.append(suffix.join(parts[start:index]) + suffix)
+        body, empty = _drop_named(parts[index] + b"}", members[index])
+        out.append(body[:-1] + (suffix[1:] if empty else suffix))
+        start = index + 1
+    out.append(suffix.join(parts[start:]))
+    return b"".join(out)
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -215,13 +235,14 @@ def _is_utf8(data: bytes) -> bool:
 
 
 @functools.cache
-def _own_members() -> tuple[Callable[[bytes], list[object]], object]:
+def _own_members() -> tuple[Callable[[bytes], list[object]], object, object]:
     """A decoder of whitespace-separated JSON objects (into their members named like dinit's) and
-    integers, and what it gives for an object that has none of those members."""
+    integers, what it gives for an object that has none of those members, and the value of a
+    member that is not there."""
     import msgspec
 
     own = msgspec.defstruct("OwnMembers", [(name, msgspec.Raw, msgspec.UNSET) for name in _RESERVED])
-    return msgspec.json.Decoder(own | int).decode_lines, own()
+    return msgspec.json.Decoder(own | int).decode_lines, own(), msgspec.UNSET
 
 
 def label_json_line(line: bytes, suffix: bytes) -> bytes | None:
@@ -237,7 +258,8 @@ def label_json_line(line: bytes, suffix: bytes) -> bytes | None:
     if type(value) is not dict:
         return None
     if not _RESERVED.isdisjoint(value):
-        body, empty = _drop_members(body)
+        members = _block_members(body, [body[:-1], b""])
+        body, empty = _drop_members(body) if members is None else _drop_named(body, members[0])
     else:
         empty = not value
     return body[:-1] + (suffix[1:] if empty else suffix)
@@ -265,6 +287,45 @@ def _parse(body: bytes) -> object:
                           parse_float=str)
     except (ValueError, RecursionError):
         return None
+
+
+_SPACE = rb"[ \t\r\n]*"
+#: Each of dinit's names, as a key, and as a member up to its value; what may follow a value.
+_NAMED = tuple((name, b'"%s"' % name.encode(), re.compile(rb'"%s"%s:%s' % (name.encode(), _SPACE, _SPACE)))
+               for name in _RESERVED)
+_MEMBER_END = re.compile(_SPACE + rb"[,}]")
+_COMMA = ord(",")
+
+
+def _drop_named(body: bytes, members: object) -> tuple[bytes, bool]:
+    """:func:`_drop_members` without a scan of the whole line, for a valid object whose members
+    named like dinit's are known (with their values) from msgspec.
+
+    Such a member is found by its name, which is safe when the name is written once and plainly:
+    no ``\\u`` escape in the line (a letter can only be escaped that way), and the name once in the
+    line (a duplicate, or the same text as a string value, would make it ambiguous). Otherwise, the
+    scan."""
+    if b"\\" in body and b"\\u" in body:  # (a search for one byte is much faster)
+        return _drop_members(body)
+    unset = _own_members()[2]
+    for name, key, named in _NAMED:
+        value = getattr(members, name)
+        if value is unset:
+            continue
+        at = body.find(key)
+        found = named.match(body, at) if body.find(key, at + 1) < 0 else None
+        after = found and _MEMBER_END.match(body, found.end() + len(value))
+        if not after:
+            return _drop_members(body)
+        end = after.end()
+        before = len(body[:found.start()].rstrip(_JSON_SPACE)) - 1  # the "{" or "," before it
+        if body[end - 1] == _COMMA:
+            body = body[:before + 1] + body[end:]  # not the last member: it goes with its ","
+        elif body[before] == _COMMA:
+            body = body[:before] + body[end - 1:]  # the last one: with the "," before it
+        else:
+            body = body[:before + 1] + body[end - 1:]  # the only one
+    return body, not body.strip(_JSON_SPACE)[1:-1].strip(_JSON_SPACE)
 
 
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]', re.DOTALL)
