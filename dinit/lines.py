@@ -158,24 +158,51 @@ class JsonLabeller:
     def label(self, block: bytes, time: bytes) -> tuple[bytes, list[bytes]]:
         """Annotate a block; ordinary blocks take the C-speed path, others go line by line."""
         suffix = self._meta + time + b'"}\n'
-        # Every line of an ordinary block ends in "}": cut there, the annotation is one join.
-        parts = block.split(b"}\n")
-        if not parts[-1]:
-            members = _block_members(block, parts)
-            if members is not None:
-                return _join_labelled(parts, members, suffix), []
-        return self._label_lines(block, suffix)
-
-    def _label_lines(self, block: bytes, suffix: bytes) -> tuple[bytes, list[bytes]]:
+        labelled = _label_block(block, suffix)
+        if labelled is not None:
+            return labelled, []
         out: list[bytes] = []
         rejected: list[bytes] = []
-        for line in split_block(block):
-            labelled = label_json_line(line, suffix)
-            if labelled is None:
-                rejected.append(line)
-            else:
-                out.append(labelled)
+        _label_halves(block, suffix, out, rejected)
         return b"".join(out), rejected
+
+
+#: Blocks shorter than this that fail the block check go line by line without being cut in two.
+BISECT_MIN = 4096
+
+
+def _label_block(block: bytes, suffix: bytes) -> bytes | None:
+    """The block annotated, if every line is a non-empty JSON object ending in "}" (one check and
+    one join for the block: :func:`_block_members`); else None."""
+    # Every line of an ordinary block ends in "}": cut there, the annotation is one join.
+    parts = block.split(b"}\n")
+    if parts[-1]:
+        return None
+    members = _block_members(block, parts)
+    return None if members is None else _join_labelled(parts, members, suffix)
+
+
+def _label_halves(block: bytes, suffix: bytes, out: list[bytes], rejected: list[bytes]) -> None:
+    """Annotate a block that failed the block check. When only one of its halves fails too (a few
+    odd lines among many ordinary ones, say a stack trace), the other is done and the failing one
+    cut again, so an odd line costs its neighbours little; otherwise, line by line."""
+    middle = block.find(b"\n", len(block) // 2) + 1
+    if len(block) >= BISECT_MIN and 0 < middle < len(block):
+        halves = (block[:middle], block[middle:])
+        done = [_label_block(half, suffix) for half in halves]
+        if done.count(None) == 1:
+            for half, labelled in zip(halves, done, strict=True):
+                if labelled is None:
+                    _label_halves(half, suffix, out, rejected)
+                else:
+                    out.append(labelled)
+            return
+    for line in split_block(block):
+        labelled = label_json_line(line, suffix)
+        if labelled is None:
+            rejected.append(line)
+        else:
+            out.append(labelled)
 
 
 #: Put where each line's final "}" was, to check a whole block in one decode. ``"":0}`` makes the

@@ -470,6 +470,18 @@ def test_json_fast_path_decides_as_line_by_line(items: list[bytes]) -> None:
     assert JsonLabeller(NAME, STAGE).label(block, TIME) == reference_label(block)
 
 
+@PROPERTY
+@given(items=st.lists(mutated_object_lines() | object_lines() | junk_lines, min_size=1, max_size=16),
+       endings=st.lists(st.sampled_from([b"\n", b"\n", b"\n", b"\r\n", b"\n\n"]), min_size=16,
+                        max_size=16))
+def test_json_blocks_cut_in_halves_lose_nothing(items: list[bytes], endings: list[bytes]) -> None:
+    """A block that fails the block check is cut in halves (here down to single lines) while only
+    one half fails: the result is still exactly the line-by-line one, in order."""
+    block = b"".join(item + end for item, end in zip(items, endings, strict=False))
+    with patch.object(lines, "BISECT_MIN", 0):
+        assert JsonLabeller(NAME, STAGE).label(block, TIME) == reference_label(block)
+
+
 @pytest.mark.parametrize("block", [
     b'{"a":\n1}\n',  # a value across two lines
     b'{"a":{"b":1}\n,"c":2}\n{}{"d":1}\n',  # ...with a line of two objects to even the count
