@@ -17,7 +17,7 @@ labelled (JSON-parsed in JSON mode), and stderr is empty.
 
 Cases: JSON mode, prefix mode (``DINIT_JSON_STDOUT=0``), and 8 services each writing N/8 lines
 concurrently (JSON mode; compared with the single-service JSON figure); also, with no target, JSON
-lines that carry a ``"service"`` member of their own, which dinit replaces line by line. Baselines
+lines that carry a ``"service"`` member of their own, which dinit removes from each line. Baselines
 in the same run: the producer alone into the same consumer (``cat file``), and the same producer
 through a relay (``cat file | cat``), the shape of dinit's data path without its work.
 """
@@ -56,8 +56,8 @@ CONCURRENT_TOLERANCE = 0.20
 _SEQ0 = 1_000_000_000
 _HEAD = b'{"seq":%d,"msg":"'
 _PAD = b"x" * (LINE - len(_HEAD % _SEQ0) - len(b'"}\n'))
-#: Ends the lines of the "own key" case: a member named like dinit's, which dinit replaces, so those
-#: lines take the line-by-line path (no target; it shows what that path costs).
+#: Ends the lines of the "own key" case: a member named like dinit's, which dinit cuts out of each
+#: line before appending its own (no target; it shows what that costs).
 _OWN_KEY = b'","service":"x'
 
 
@@ -240,7 +240,7 @@ def main() -> None:
                target=f"within {CONCURRENT_TOLERANCE:.0%} of 1 service",
                ok=many_rate >= (1 - CONCURRENT_TOLERANCE) * json_rate, higher_is_better=True,
                detail=f"best {fmt(max(rates[f'dinit JSON mode, {CONCURRENT} services']))}"),
-        result("JSON mode, lines with a \"service\" member (line by line)",
+        result("JSON mode, every line with a \"service\" member of its own",
                median(rates["dinit JSON mode, lines with a service key"]), "lines/s",
                baseline=json_rate, baseline_label="dinit JSON, plain lines", higher_is_better=True),
     ])

@@ -2,9 +2,9 @@
 
 Everything here is pure (bytes in, bytes out) so it can be property-tested, and it works on whole
 chunks rather than single lines: a chunk of many ordinary lines is handled by a few C-level bytes
-operations (``split``, ``join``, ``replace``) and, in JSON mode, one msgspec decode per line via
-``map``. Only chunks with something unusual (``\\r\\n``, empty lines, non-JSON lines, empty objects,
-dinit's own keys) take the per-line path, which uses orjson.
+operations (``split``, ``join``, ``replace``) and, in JSON mode, one msgspec call that validates the
+whole chunk. Lines with something unusual (``\\r\\n``, empty lines, non-JSON lines, empty objects)
+are isolated by cutting the chunk in halves and then handled one by one, with orjson deciding.
 Bytes are never decoded, so invalid UTF-8 passes through the prefix form unchanged.
 """
 
@@ -156,7 +156,8 @@ class JsonLabeller:
                                                                orjson.dumps(_text(stage)))
 
     def label(self, block: bytes, time: bytes) -> tuple[bytes, list[bytes]]:
-        """Annotate a block; ordinary blocks take the C-speed path, others go line by line."""
+        """Annotate a block: ordinary blocks in one check and one join, others in halves that are
+        (see :func:`_label_halves`), and odd lines one by one."""
         suffix = self._meta + time + b'"}\n'
         labelled = _label_block(block, suffix)
         if labelled is not None:
@@ -209,14 +210,15 @@ def _label_halves(block: bytes, suffix: bytes, out: list[bytes], rejected: list[
 #: line's object end there, and only a complete top-level member can come before it, so the object
 #: is valid only if the line was a non-empty object. The ``0`` after it is a value of its own only
 #: outside every object and array: a line that leaves one open makes the decode fail, so no value
-#: can span two lines.
+#: can span two lines. Nor can a string: the marker's ``,"`` would end it, and a second string
+#: right after one is never valid JSON.
 _MARK = b',"":0}0 '
 
 
 def _block_members(block: bytes, parts: list[bytes]) -> list[object] | None:
     """If ``parts`` (``block`` cut at each ``}\\n``, last part empty) are all whole lines that are
     non-empty JSON objects, each line's members named like dinit's (see :func:`_own_members`);
-    else None, and the block goes line by line.
+    else None.
 
     Validation is msgspec's, one call for the block: decoding into a struct of dinit's three names
     skips every other member without building it (orjson builds whole objects, three times as
@@ -254,6 +256,7 @@ def _join_labelled(parts: list[bytes], members: list[object], suffix: bytes) -> 
 
 
 def _is_utf8(data: bytes) -> bool:
+    """Whether ``data`` is UTF-8, which msgspec does not check in the strings it skips."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
