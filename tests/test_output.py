@@ -208,6 +208,44 @@ echo '{"ok":2}'
         assert dinit.service_lines("svc/run") == []
 
 
+#: 3000 JSON lines written at once, among them lines with dinit's own keys, an empty object and, in
+#: the middle, a three-line traceback: the chunks dinit reads take the block check and its halving.
+MIXED_SERVICE = PY + r"""import os
+lines = []
+for i in range(3000):
+    if i == 1500:
+        lines += [b"Traceback (most recent call last):", b'  File "x.py", line 1', b"ValueError: boom"]
+    if i % 500 == 7:
+        lines.append(b'{"i":%d,"service":"own","inner":{"service":[1]},"stage":2}' % i)
+    elif i == 2000:
+        lines.append(b"{ }")
+    else:
+        lines.append(b'{"i":%d,"msg":"%s"}' % (i, b"x" * (i % 50)))
+view = memoryview(b"\n".join(lines) + b"\n")
+while view:
+    view = view[os.write(1, view):]
+"""
+
+
+def test_json_many_lines_with_odd_ones_among_them(services: Services) -> None:
+    """§4.3 at volume: every object is annotated once, in order, with the program's own ``service``
+    and ``stage`` members replaced (a nested one kept), and the non-JSON lines among thousands of
+    objects go to stderr, in order, nothing lost."""
+    services.add("svc", MIXED_SERVICE)
+    dinit = run(services)
+    assert dinit.returncode == 0
+    out = stdout_lines(dinit)
+    values = [orjson.loads(line) for line in out]
+    assert [value.get("i") for value in values] == [None if i == 2000 else i for i in range(3000)]
+    for line, value in zip(out, values, strict=True):
+        assert list(value)[-3:] == ["service", "stage", "logged"]
+        assert (value["service"], value["stage"]) == ("svc", "run")
+        assert line.count(b'"stage"') == 1 and line.count(b'"service"') == 1 + (b'"inner"' in line)
+    assert out[7].startswith(b'{"i":7,"inner":{"service":[1]},"service":"svc","stage":"run",')
+    assert not_json(dinit) == [b"Traceback (most recent call last):", b'  File "x.py", line 1',
+                               b"ValueError: boom"]
+
+
 def test_json_stdout_off_writes_prefix_form_to_stdout(services: Services) -> None:
     """§4.4: with DINIT_JSON_STDOUT=0 every stdout line, JSON or not, is prefix form on stdout."""
     services.add("svc", """
