@@ -14,6 +14,7 @@ import functools
 import itertools
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 #: Longest line emitted whole; longer lines are emitted in pieces of at most this size (§4.1).
 MAX_LINE = 1024 * 1024
@@ -230,9 +231,10 @@ def _block_members(block: bytes, parts: list[bytes]) -> list[object] | None:
     marked = _MARK.join(parts)
     if b"\n" in marked or not (block.isascii() or _is_utf8(block)):
         return None  # a line did not end in "}" (or was empty), or the block is not UTF-8
+    msgspec = _own_members()
     try:
-        values = _own_members()[0](marked)
-    except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
+        values = msgspec.decode_lines(marked)
+    except (msgspec.error, RecursionError):
         return None
     return values[::2] if len(values) == 2 * (len(parts) - 1) else None
 
@@ -240,7 +242,7 @@ def _block_members(block: bytes, parts: list[bytes]) -> list[object] | None:
 def _join_labelled(parts: list[bytes], members: list[object], suffix: bytes) -> bytes:
     """The annotated lines of a checked block: one join, but for the lines that have members named
     like dinit's, which are annotated one by one between joins of the others."""
-    nothing = _own_members()[1]
+    nothing = _own_members().nothing
     if members.count(nothing) == len(members):
         return suffix.join(parts)
     out: list[bytes] = []
@@ -264,15 +266,26 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
+class _OwnMembers(NamedTuple):
+    """What the block check needs of msgspec (imported on first use, like orjson)."""
+
+    #: Decodes whitespace-separated JSON objects, into their members named like dinit's, and integers.
+    decode_lines: Callable[[bytes], list[object]]
+    #: What it gives for an object that has none of those members.
+    nothing: object
+    #: The value of such a member that is not there.
+    unset: object
+    #: What it raises for what it refuses (not a ValueError in older msgspec).
+    error: type[Exception]
+
+
 @functools.cache
-def _own_members() -> tuple[Callable[[bytes], list[object]], object, object]:
-    """A decoder of whitespace-separated JSON objects (into their members named like dinit's) and
-    integers, what it gives for an object that has none of those members, and the value of a
-    member that is not there."""
+def _own_members() -> _OwnMembers:
     import msgspec
 
     own = msgspec.defstruct("OwnMembers", [(name, msgspec.Raw, msgspec.UNSET) for name in _RESERVED])
-    return msgspec.json.Decoder(own | int).decode_lines, own(), msgspec.UNSET
+    return _OwnMembers(msgspec.json.Decoder(own | int).decode_lines, own(), msgspec.UNSET,
+                       msgspec.DecodeError)
 
 
 def label_json_line(line: bytes, suffix: bytes) -> bytes | None:
@@ -337,7 +350,7 @@ def _drop_named(body: bytes, members: object) -> tuple[bytes, bool]:
     scan."""
     if b"\\" in body and b"\\u" in body:  # (a search for one byte is much faster)
         return _drop_members(body)
-    unset = _own_members()[2]
+    unset = _own_members().unset
     for name, key, named in _NAMED:
         value = getattr(members, name)
         if value is unset:
