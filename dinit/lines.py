@@ -250,8 +250,7 @@ def _join_labelled(parts: list[bytes], members: list[object], suffix: bytes) -> 
     for index in itertools.compress(range(len(members)), map(nothing.__ne__, members)):
         if index > start:
             out.append(suffix.join(parts[start:index]) + suffix)
-        body, empty = _drop_named(parts[index] + b"}", members[index])
-        out.append(body[:-1] + (suffix[1:] if empty else suffix))
+        out.append(_annotated(*_drop_named(parts[index] + b"}", members[index]), suffix))
         start = index + 1
     out.append(suffix.join(parts[start:]))
     return b"".join(out)
@@ -303,8 +302,12 @@ def label_json_line(line: bytes, suffix: bytes) -> bytes | None:
     if not _RESERVED.isdisjoint(value):
         members = _block_members(body, [body[:-1], b""])
         body, empty = _drop_members(body) if members is None else _drop_named(body, members[0])
-    else:
-        empty = not value
+        return _annotated(body, empty, suffix)
+    return _annotated(body, not value, suffix)
+
+
+def _annotated(body: bytes, empty: bool, suffix: bytes) -> bytes:
+    """Object ``body`` with ``suffix`` in place of its final "}": an empty one takes no comma."""
     return body[:-1] + (suffix[1:] if empty else suffix)
 
 

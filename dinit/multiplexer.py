@@ -21,9 +21,9 @@ from .loop import Loop
 from .writer import Writer
 
 #: Bytes read (and labelled as one block) per readiness event. 128 KiB measured fastest here: the
-#: chunk, its labelled copy and its parsed lines stay in the CPU caches, unlike with 1 MiB. It also
-#: bounds the work between two looks at pending signals (§4.6) and the bytes queued per read. At most
-#: MAX_LINE, so only held partial lines can exceed the limit.
+#: chunk and the copies made to check and label it stay in the CPU caches, unlike with 1 MiB. It
+#: also bounds the work between two looks at pending signals (§4.6) and the bytes queued per read.
+#: At most MAX_LINE, so only held partial lines can exceed the limit.
 READ_SIZE = 128 * 1024
 #: The most labelled output one read may turn into: every line 1 byte long, each with the longest
 #: label (a "not JSON stdout" warning). Reads are made shorter for long names so this holds, which
