@@ -49,8 +49,8 @@ from common import (
 
 from dinit.config import Policy
 from dinit.loop import Timer
-from dinit.processes import Program, Role, children, cmdline, program_name, state_and_age
-from dinit.reparent import SCAN_INTERVAL, Reparenter
+from dinit.process.programs import Program, Role, children, cmdline, program_name, state_and_age
+from dinit.process.reparent import SCAN_INTERVAL, Reparenter
 
 SIZES = (10, 100, 1000)
 SCAN_TARGET_MS = 1.0

@@ -18,11 +18,11 @@ from . import log as own_log
 from .config import Config, ConfigError, ExitCodeMode, load, log_level_from
 from .log import logger
 from .loop import Loop
-from .multiplexer import Multiplexer
-from .processes import become_subreaper, prepare_own_fds
-from .services import Service, ServiceError, scan
+from .output.multiplexer import Multiplexer
+from .output.writer import Writer
+from .process.programs import become_subreaper, prepare_own_fds
+from .service.discovery import Service, ServiceError, scan
 from .supervisor import EXIT_ERROR, EXIT_OK, STOP_SIGNALS, Supervisor
-from .writer import Writer
 
 USAGE = """\
 usage: dinit [--help] [--version] [--] [CMD [ARG...]]

@@ -13,7 +13,7 @@ from typing import Any
 
 from .clock import timestamp
 from .config import LEVELS
-from .writer import Writer
+from .output.writer import Writer
 
 # structlog calls the renderer with the name of the method used; these are the names dinit prints.
 _METHOD_LEVEL = {"debug": "debug", "info": "info", "warn": "warning", "warning": "warning",

@@ -16,15 +16,15 @@ import signal
 import termios
 from collections.abc import Mapping
 
-from . import envdir
 from .config import Config
 from .log import logger
 from .loop import Loop
-from .multiplexer import Multiplexer, make_pipe
-from .processes import Program, Role, kill_session, signal_process
-from .reparent import Reparenter
-from .services import Service
-from .spawn import spawn
+from .output.multiplexer import Multiplexer, make_pipe
+from .process.programs import Program, Role, kill_session, signal_process
+from .process.reparent import Reparenter
+from .process.spawn import spawn
+from .service import envdir
+from .service.discovery import Service
 
 #: Exit code a service uses to say "I disabled myself", and a logger "read my stdout yourself".
 DISABLED = 115

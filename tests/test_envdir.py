@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dinit import envdir
+from dinit.service import envdir
 
 BLANKS = b" \t"
 names = st.text(alphabet=string.ascii_letters + string.digits + "_", min_size=1, max_size=12)

@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dinit import lines
-from dinit.lines import JsonLabeller, LineSplitter, PrefixLabeller, label_json_line, split_block
+from dinit.output import lines
+from dinit.output.lines import JsonLabeller, LineSplitter, PrefixLabeller, label_json_line, split_block
 
 TIME = b"2026-11-22T12:59:35.708Z"
 NAME, STAGE = "svc", "run"

@@ -216,7 +216,7 @@ def test_checker_reapers() -> None:
 def test_sources_found() -> None:
     """The checks below see dinit's real modules (a wrong path would make them vacuous)."""
     names = {path.name for path in SOURCES}
-    assert {"supervisor.py", "processes.py", "writer.py", "cli.py"} <= names
+    assert {"supervisor.py", "programs.py", "writer.py", "cli.py"} <= names
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda path: str(path.relative_to(DINIT)))

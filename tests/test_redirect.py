@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from harness import poll
 
-from dinit import redirect
-from dinit.redirect import RedirectError, TargetExited, redirect_stdio
+from dinit.process import redirect
+from dinit.process.redirect import RedirectError, TargetExited, redirect_stdio
 
 pytestmark = [
     pytest.mark.skipif(redirect.supported() is not None, reason=str(redirect.supported())),

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from dinit import log, processes, reparent
+from dinit import log
 from dinit.config import LEVELS, Policy
-from dinit.processes import Role
+from dinit.process import programs as processes
+from dinit.process import reparent
+from dinit.process.programs import Role
 
 
 class _Supervisor:

@@ -8,7 +8,7 @@ import termios
 
 from harness import poll
 
-from dinit.writer import Writer
+from dinit.output.writer import Writer
 
 _F_SETPIPE_SZ = 1031
 

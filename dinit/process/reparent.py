@@ -13,13 +13,13 @@ import contextlib
 import os
 from typing import TYPE_CHECKING
 
-from .config import Policy
-from .log import logger
-from .loop import Timer
-from .processes import Program, Role, children, cmdline, program_name, state_and_age
+from ..config import Policy
+from ..log import logger
+from ..loop import Timer
+from .programs import Program, Role, children, cmdline, program_name, state_and_age
 
 if TYPE_CHECKING:
-    from .supervisor import Supervisor
+    from ..supervisor import Supervisor
 
 SCAN_INTERVAL = 0.5
 TEARDOWN_SCAN_INTERVAL = 0.05

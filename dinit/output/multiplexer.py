@@ -13,11 +13,11 @@ import fcntl
 import os
 from collections.abc import Callable
 
-from . import log
-from .clock import timestamp
+from .. import log
+from ..clock import timestamp
+from ..log import logger
+from ..loop import Loop
 from .lines import MAX_LINE, JsonLabeller, LineSplitter, PrefixLabeller
-from .log import logger
-from .loop import Loop
 from .writer import Writer
 
 #: Bytes read (and labelled as one block) per readiness event. 128 KiB measured fastest here: the

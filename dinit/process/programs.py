@@ -13,7 +13,7 @@ import signal
 import time
 from enum import Enum
 
-from .loop import Timer
+from ..loop import Timer
 
 _PR_SET_CHILD_SUBREAPER = 36
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

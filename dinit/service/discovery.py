@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
+from ..log import logger
 from . import envdir
-from .log import logger
 
 #: Names a stop hook may have, with the stage its output is labelled with (§2, §4.2).
 HOOK_NAMES = (("finish", "finish"), ("terminate", "term"))

@@ -1,0 +1,1 @@
+"""Service directories: discovery and validation of ``DINIT_DIR``, and ``env/`` directories (§2, §9)."""
