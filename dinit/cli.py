@@ -16,13 +16,15 @@ from typing import NoReturn
 from . import __version__
 from . import log as own_log
 from .config import Config, ConfigError, ExitCodeMode, load, log_level_from
+from .lifecycle.outcome import EXIT_ERROR, EXIT_OK, Outcome
+from .lifecycle.signals import STOP_SIGNALS
+from .lifecycle.supervisor import Supervisor
 from .log import logger
 from .loop import Loop
 from .output.multiplexer import Multiplexer
 from .output.writer import Writer
 from .process.programs import become_subreaper, prepare_own_fds
 from .service.discovery import Service, ServiceError, scan
-from .supervisor import EXIT_ERROR, EXIT_OK, STOP_SIGNALS, Supervisor
 
 USAGE = """\
 usage: dinit [--help] [--version] [--] [CMD [ARG...]]
@@ -119,14 +121,17 @@ class Dinit:
         if not services:
             logger.warning("no services found, exiting")
             self.exit(EXIT_OK)
+        # Command mode without a service directory is the tini case: transparent (§17).
+        transparent = bool(command) and len(services) == 1
         propagate = config.exit_code is ExitCodeMode.PROPAGATE or (
-            config.exit_code is None and bool(command) and len(services) == 1)
-        self.exit(self._supervise(config, services, propagate))
+            config.exit_code is None and transparent)
+        self.exit(self._supervise(config, services, propagate, transparent))
 
-    def _supervise(self, config: Config, services: list[Service], propagate: bool) -> int:
+    def _supervise(self, config: Config, services: list[Service], propagate: bool,
+                   transparent: bool) -> int:
         loop = self.loop
         mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout)
-        supervisor = Supervisor(config, services, mux, loop, propagate)
+        supervisor = Supervisor(config, services, mux, loop, propagate, transparent)
         loop.exception_handler = lambda error: _internal_error(supervisor, error)
         try:
             return supervisor.run()
@@ -137,7 +142,7 @@ class Dinit:
 def _internal_error(supervisor: Supervisor, error: BaseException) -> None:
     """A bug must not leave the container half-alive: report it and tear down with exit code 1."""
     logger.error(f"internal error: {error!r}")
-    supervisor.teardown(EXIT_ERROR, EXIT_ERROR)
+    supervisor.teardown(Outcome.error())
 
 
 def find_services(config: Config, command: list[str]) -> list[Service]:

@@ -77,8 +77,14 @@ def _level_method(level: str) -> Callable[[Any, str], None]:
     """A logger method that checks the level before anything else, then logs through structlog."""
     rank = LEVELS[level]
 
-    def log(_self: Any, event: str) -> None:
+    def log(_self: Any, event: str, **fields: Any) -> None:
         if rank >= _threshold:
+            if fields:
+                prefix = fields.get("service")
+                stage = fields.get("stage")
+                event = event.format(**fields)
+                if prefix is not None:
+                    event = f"{prefix}/{stage}: {event}" if stage is not None else f"{prefix}: {event}"
             getattr(_structlog(), level)(event)
 
     log.__name__ = level

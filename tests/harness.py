@@ -77,12 +77,13 @@ class Dinit:
     """A running dinit with its output collected in the background."""
 
     def __init__(self, args: list[str], env: dict[str, str], pid1: bool, cwd: str | None,
-                 wrapper: tuple[str, ...] = ()) -> None:
+                 wrapper: tuple[str, ...] = (), stdin: int = subprocess.DEVNULL,
+                 entry: tuple[str, ...] = ("-m", "dinit")) -> None:
         self.pid1 = pid1
-        command = [*wrapper, sys.executable, "-m", "dinit", *args]
+        command = [*wrapper, sys.executable, *entry, *args]
         if pid1:
             command = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", *command]
-        self.popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.popen = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, env=env, cwd=cwd,
                                       start_new_session=True)
         self._out = bytearray()
@@ -214,15 +215,19 @@ def environment(services: Services | None, **variables: str) -> dict[str, str]:
 
 
 def start(services: Services | None, *args: str, pid1: bool = True, cwd: str | None = None,
-          wrapper: tuple[str, ...] = (), **variables: str) -> Dinit:
+          wrapper: tuple[str, ...] = (), stdin: int = subprocess.DEVNULL,
+          entry: tuple[str, ...] = ("-m", "dinit"), **variables: str) -> Dinit:
     """Start dinit on ``services`` with DINIT_* ``variables`` (e.g. DINIT_LOG_LEVEL="info");
-    ``wrapper`` is a command that execs dinit (inside the namespace), e.g. ``setpriv ...``."""
-    return Dinit(list(args), environment(services, **variables), pid1, cwd, wrapper)
+    ``wrapper`` is a command that execs dinit (inside the namespace), e.g. ``setpriv ...``;
+    ``stdin`` is dinit's stdin (an fd); ``entry`` what the interpreter runs instead of
+    ``-m dinit`` (e.g. a driver script using dinit's classes)."""
+    return Dinit(list(args), environment(services, **variables), pid1, cwd, wrapper, stdin, entry)
 
 
 def run(services: Services | None, *args: str, timeout: float = DEFAULT_TIMEOUT, pid1: bool = True,
-        cwd: str | None = None, wrapper: tuple[str, ...] = (), **variables: str) -> Dinit:
+        cwd: str | None = None, wrapper: tuple[str, ...] = (), stdin: int = subprocess.DEVNULL,
+        **variables: str) -> Dinit:
     """Run dinit until it exits by itself; returns the finished run (``returncode`` set)."""
-    dinit = start(services, *args, pid1=pid1, cwd=cwd, wrapper=wrapper, **variables)
+    dinit = start(services, *args, pid1=pid1, cwd=cwd, wrapper=wrapper, stdin=stdin, **variables)
     dinit.wait(timeout)
     return dinit

@@ -27,6 +27,7 @@ class Role(Enum):
     RUN = "run"
     LOG = "log"
     HOOK = "hook"
+    FINISH = "finish"
     ADOPTED = "adopted"
     ORPHAN = "orphan"
 

@@ -19,7 +19,7 @@ from ..loop import Timer
 from .programs import Program, Role, children, cmdline, program_name, state_and_age
 
 if TYPE_CHECKING:
-    from ..supervisor import Supervisor
+    from ..lifecycle.supervisor import Supervisor
 
 SCAN_INTERVAL = 0.5
 TEARDOWN_SCAN_INTERVAL = 0.05

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 # <spawn.h> flags (glibc).
+_SETPGROUP = 0x02
 _SETSIGDEF = 0x04
 _SETSIGMASK = 0x08
 _SETSID = 0x80
@@ -42,9 +43,14 @@ def _strings(items: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
 
 
 def spawn(path: str, argv: Sequence[str], cwd: str, env: Mapping[str, str],
-          stdin: int, stdout: int, stderr: int, search_path: bool = False) -> int:
+          stdin: int, stdout: int, stderr: int, search_path: bool = False,
+          foreground_tty: int | None = None) -> int:
     """Start a program and return its PID; raise OSError (errno of the failed step, e.g. ENOENT,
-    EACCES, ENOEXEC) when it cannot be started. ``search_path`` looks ``path`` up in PATH."""
+    EACCES, ENOEXEC) when it cannot be started. ``search_path`` looks ``path`` up in PATH.
+
+    Every program gets a session of its own, except with ``foreground_tty``: then it stays in
+    dinit's session (which holds the terminal) in a new process group that becomes the terminal's
+    foreground group before exec, so an interactive shell has job control (§17)."""
     actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
     attr = ctypes.create_string_buffer(_ATTR_SIZE)
     _check(_libc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
@@ -53,7 +59,11 @@ def spawn(path: str, argv: Sequence[str], cwd: str, env: Mapping[str, str],
         for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
             _check(_libc.posix_spawn_file_actions_adddup2(actions, fd, target), "adddup2")
         _check(_libc.posix_spawn_file_actions_addchdir_np(actions, os.fsencode(cwd)), "addchdir")
-        _check(_libc.posix_spawnattr_setflags(attr, ctypes.c_short(_SETSID | _SETSIGMASK | _SETSIGDEF)),
+        group = _SETSID
+        if foreground_tty is not None:
+            group = _SETPGROUP  # process group 0: a new group led by the program itself
+            _check(_libc.posix_spawn_file_actions_addtcsetpgrp_np(actions, foreground_tty), "tcsetpgrp")
+        _check(_libc.posix_spawnattr_setflags(attr, ctypes.c_short(group | _SETSIGMASK | _SETSIGDEF)),
                "setflags")
         _check(_libc.posix_spawnattr_setsigmask(attr, _NO_SIGNALS), "setsigmask")
         _check(_libc.posix_spawnattr_setsigdefault(attr, _ALL_SIGNALS), "setsigdefault")

@@ -37,6 +37,10 @@ class Service(NamedTuple):
     #: True for the command given on dinit's command line (command mode, §9): ``run`` is looked up in
     #: PATH, and when it cannot be run the propagated exit code is a shell's 127/126.
     command: bool = False
+    #: A runit ``finish`` program, run after ``run`` exits (§2).
+    finish: str | None = None
+    #: The service has a ``down`` file: not started (§2).
+    down: bool = False
 
 
 def _check_program(name: str, path: str) -> None:

@@ -1,0 +1,563 @@
+"""The lifecycle: start every service, reap every child, stop one service or all, choose the exit
+code (§3, §5, §8, §10, §17).
+
+Everything runs on one event loop thread, which alone spawns, signals and reaps (the project's
+"one owner for processes" rule). Reaping peeks with ``waitid(WNOWAIT)`` first, so a process dinit did
+not start can be named from ``/proc`` before its zombie is collected, and an exit status of a program
+dinit started can never be taken by anyone else. Service phases change only through
+:meth:`ServiceState.transition`; the container's through :meth:`Supervisor._container`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+
+from ..config import Config
+from ..log import logger
+from ..loop import Loop
+from ..output.logger_pipe import LoggerPipe
+from ..output.multiplexer import Multiplexer, make_pipe
+from ..process.programs import Program, Role, kill_session, signal_process
+from ..process.reparent import Reparenter
+from ..process.spawn import spawn
+from ..service.discovery import Service
+from .outcome import Outcome, describe, explain, signal_name
+from .signals import FORWARDED_SIGNALS, STOP_SIGNALS, catchable, transparent_forwarded
+from .state import ContainerPhase, Phase, ServiceState, StopReason
+
+#: Exit code a service uses to say "I disabled myself", and a logger "read my stdout yourself".
+DISABLED = 115
+#: How often a logger's input is checked once its service is gone (§4.5).
+_LOGGER_POLL = 0.05
+#: When the first "still waiting" warning of a teardown comes, and how often it repeats (§5.2).
+_FIRST_WAIT_WARNING = 5.0
+_WAIT_WARNING_INTERVAL = 10.0
+
+Observer = Callable[[ServiceState, Phase], None]
+
+
+def _disabled(status: int) -> bool:
+    """Exit code 115: a service disabled itself, or a logger asks dinit to read its input (§4.5, §5.1)."""
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == DISABLED
+
+
+def _controls_terminal() -> bool:
+    """Whether stdin is the controlling terminal of dinit's session (a container runtime's ``-t``),
+    so a program can be made its foreground process group."""
+    try:
+        os.tcgetpgrp(0)
+    except OSError:
+        return False
+    return True
+
+
+class Supervisor:
+    """Runs the services of one dinit process from start to exit.
+
+    ``transparent`` is command mode without services (§17): every signal is passed on to the
+    command as it is, the command reads dinit's stdin, and on a terminal it owns the terminal.
+    """
+
+    def __init__(self, config: Config, services: list[Service], mux: Multiplexer, loop: Loop,
+                 propagate: bool, transparent: bool = False) -> None:
+        self.config = config
+        self.loop = loop
+        self.mux = mux
+        self.programs: dict[int, Program] = {}
+        self.container = ContainerPhase.STARTING
+        #: Called after every service transition (events, waiting clients).
+        self.observers: list[Observer] = []
+        self._terminating = False
+        self._transparent = transparent
+        self._propagate = propagate
+        self._outcome: Outcome | None = None
+        self._done = False
+        self._teardown_began = 0.0
+        self._teardown_word = "teardown began"
+        now = loop.time()
+        self.states = {service.name: ServiceState(service, os.environ, self._transitioned, now)
+                       for service in services}
+        self._owner: dict[int, ServiceState] = {}
+        self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.reparenter = Reparenter(self, config.policy, config.kill_timeout)
+        mux.on_idle = self._check_done
+
+    # -- what the reparenter and other parts may ask ---------------------------------------------
+
+    @property
+    def terminating(self) -> bool:
+        """Whether teardown has begun (the container is ``stopping``)."""
+        return self._terminating
+
+    def known(self, pid: int) -> bool:
+        return pid in self.programs
+
+    def add_program(self, program: Program, state: ServiceState | None = None) -> None:
+        """The one way a process becomes one dinit waits for: started by dinit, or reparented."""
+        self.programs[program.pid] = program
+        if state is not None:
+            self._owner[program.pid] = state
+
+    def programs_with_role(self, *roles: Role) -> list[Program]:
+        return [program for program in self.programs.values() if program.role in roles]
+
+    def reap_soon(self) -> None:
+        self.loop.call_later(0, self.reap)
+
+    def _transitioned(self, state: ServiceState, previous: Phase) -> None:
+        for observer in self.observers:
+            observer(state, previous)
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start everything, wait until teardown is complete, return the exit code (§5.3)."""
+        self._install_signals()
+        for state in self.states.values():
+            if self._terminating:
+                break
+            if state.service.down:
+                state.transition(Phase.DOWN, self.loop.time())
+            else:
+                self.loop.call(self.start_service, (state,))
+        if self._transparent:
+            os.chdir("/")  # hold no reference to the image's WORKDIR mount (§17)
+        if not self._terminating:
+            self._container(ContainerPhase.RUNNING)
+        self.reparenter.start()
+        self.reap()
+        self._check_done()
+        if not self._done:
+            self.loop.run()
+        return self.exit_code()
+
+    def exit_code(self) -> int:
+        if self._outcome is None:
+            return Outcome.ok().summary
+        return self._outcome.status if self._propagate else self._outcome.summary
+
+    def _container(self, phase: ContainerPhase) -> None:
+        self.container = phase
+        logger.debug("container {phase}", phase=phase.value)
+
+    def _install_signals(self) -> None:
+        """Teardown, forwarding and reaping signals get loop handlers; every other catchable signal
+        is ignored so nothing but SIGKILL ends dinit without teardown (§8) -- or, in transparent
+        command mode, passed on to the command (§17). Programs still get default dispositions:
+        spawn resets every signal."""
+        self.loop.add_signal_handler(signal.SIGCHLD, self.reap)
+        if self._transparent:
+            for signum in transparent_forwarded():
+                self.loop.add_signal_handler(signum, self._pass_on, signum)
+            return
+        for signum in STOP_SIGNALS:
+            self.loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        for signum in FORWARDED_SIGNALS:
+            self.loop.add_signal_handler(signum, self._forward, signum)
+        for signum in catchable() - {*STOP_SIGNALS, *FORWARDED_SIGNALS, signal.SIGCHLD}:
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(signum, signal.SIG_IGN)
+
+    def _on_stop_signal(self, signum: int) -> None:
+        if self._terminating:
+            logger.info("got signal {signum}, already terminating services", signum=signum)
+            return
+        logger.info("got signal {signum}, terminating services", signum=signum)
+        self._teardown_word = signal_name(signum)
+        self.teardown(Outcome.ok())
+
+    def _forward(self, signum: int) -> None:
+        for state in self.states.values():
+            if state.run is not None:
+                self._send(state.run, signum)
+
+    def _pass_on(self, signum: int) -> None:
+        """Transparent command mode: the signal goes to the command unchanged; a stop signal also
+        marks the container as stopping, without recording an outcome, so the command's own
+        status decides the exit code (143 for an unhandled SIGTERM, as under tini)."""
+        for state in self.states.values():
+            if state.run is not None:
+                self._send(state.run, signum)
+        if signum in STOP_SIGNALS and not self._terminating:
+            self._teardown_word = signal_name(signum)
+            self._begin_teardown(stop_services=False)
+            for state in self.states.values():
+                if state.phase in (Phase.STARTING, Phase.RUNNING):
+                    state.reason = StopReason.TEARDOWN
+                    state.transition(Phase.STOPPING, self.loop.time())
+
+    def _send(self, program: Program, signum: int) -> None:
+        logger.info("forwarding signal {signum} to PID {pid}", service=program.name,
+                    stage=program.stage, signum=signum, pid=program.pid)
+        program.signalled.add(signum)
+        signal_process(program.pid, signum)
+
+    # -- starting ----------------------------------------------------------------------------------
+
+    def _spawn(self, state: ServiceState, path: str, argv: tuple[str, ...], cwd: str, stage: str,
+               stdin: int, stdout: int | None, env: dict[str, str],
+               search_path: bool = False) -> tuple[int, int | None]:
+        """Start one program of a service with a new stderr pipe (and a new stdout pipe unless one is
+        given). Returns the PID and the stdout read end it created. Raises OSError."""
+        out_read = None
+        if stdout is None:
+            out_read, stdout = make_pipe()
+        err_read, err_write = make_pipe()
+        try:
+            pid = spawn(path, argv, cwd, env, stdin, stdout, err_write, search_path)
+        except OSError:
+            if out_read is not None:
+                os.close(out_read)
+            os.close(err_read)
+            raise
+        finally:
+            os.close(err_write)
+            if out_read is not None:
+                os.close(stdout)
+        self.mux.add(err_read, state.name, stage, is_stdout=False, owner=pid)
+        if out_read is not None:
+            self.mux.add(out_read, state.name, stage, is_stdout=True, owner=pid)
+        return pid, out_read
+
+    def _exec_failed(self, state: ServiceState, stage: str, path: str, error: OSError) -> None:
+        """An exec failure is a start-up error (exit 1); only dinit's own command propagates the
+        status a shell would give (127 not found, 126 not executable)."""
+        logger.error("cannot run {path}: {reason}", service=state.name, stage=stage, path=path,
+                     reason=error.strerror or error)
+        self.teardown(Outcome.exec_failure(error, state.service.command))
+
+    def start_service(self, state: ServiceState) -> None:
+        """Start the logger (if any), then ``run`` (§3, §4.5)."""
+        service = state.service
+        if service.log_run is not None:
+            state.pipe = LoggerPipe()
+            if not self._start_logger(state):
+                return
+        logger.info("starting", service=service.name, stage="run")
+        try:
+            pid = self._spawn_run(state)
+        except OSError as error:
+            if state.pipe is not None:
+                state.pipe.close_writer()
+            self._exec_failed(state, "run", service.run, error)
+            return
+        state.run = Program(pid, service.name, "run", Role.RUN)
+        self.add_program(state.run, state)
+        state.transition(Phase.RUNNING, self.loop.time(), pid=pid)
+
+    def _spawn_run(self, state: ServiceState) -> int:
+        """Start ``run``; in transparent command mode with its stdin, and on a terminal with dinit's
+        own stdout and stderr and the terminal's foreground (§17)."""
+        service = state.service
+        if self._transparent and os.isatty(0):
+            return spawn(service.run, service.argv, service.directory, state.env, 0, 1, 2,
+                         service.command, foreground_tty=0 if _controls_terminal() else None)
+        stdin = 0 if self._transparent else self._devnull
+        stdout = state.pipe.write_end if state.pipe is not None else None
+        pid, _ = self._spawn(state, service.run, service.argv, service.directory, "run", stdin,
+                             stdout, state.env, service.command)
+        return pid
+
+    def _start_logger(self, state: ServiceState) -> bool:
+        service = state.service
+        assert service.log_run is not None and state.pipe is not None and state.pipe.read_end is not None
+        try:
+            pid = self._start_helper(state, "log", service.log_run, (service.log_run,),
+                                     os.path.dirname(service.log_run), state.env,
+                                     stdin=state.pipe.read_end, stdout=None, role=Role.LOG)
+        except OSError as error:
+            state.pipe.close()
+            self._exec_failed(state, "log", service.log_run, error)
+            return False
+        assert state.logger is not None and state.logger.pid == pid
+        return True
+
+    def _start_helper(self, state: ServiceState, stage: str, path: str, argv: tuple[str, ...],
+                      cwd: str, env: dict[str, str], stdin: int, stdout: int | None,
+                      role: Role) -> int:
+        """Start a logger, stop hook or ``finish`` of a service; its stdout is labelled stage ``run``
+        for a logger (§4.5), else its own stage. Raises OSError."""
+        logger.info("starting", service=state.name, stage=stage)
+        out_read = None
+        if stdout is None:
+            out_read, stdout = make_pipe()
+        try:
+            pid, _ = self._spawn(state, path, argv, cwd, stage, stdin, stdout, env)
+        except OSError:
+            if out_read is not None:
+                os.close(out_read)
+            raise
+        finally:
+            if out_read is not None:
+                os.close(stdout)
+        if out_read is not None:
+            self.mux.add(out_read, state.name, "run" if role is Role.LOG else stage, is_stdout=True,
+                         owner=pid)
+        program = Program(pid, state.name, stage, role)
+        setattr(state, {Role.LOG: "logger", Role.HOOK: "hook", Role.FINISH: "finish"}[role], program)
+        self.add_program(program, state)
+        logger.info("running with PID {pid}", service=state.name, stage=stage, pid=pid)
+        return pid
+
+    def _start_finish(self, state: ServiceState, run: Program, status: int) -> None:
+        """runit's ``finish`` after ``run`` ended, with its exit code (-1 for a signal) and signal
+        number (0 if it exited) as arguments and ``DINIT_PID`` (§2)."""
+        finish = state.service.finish
+        if finish is None:
+            return
+        code, signum = ((os.WEXITSTATUS(status), 0) if os.WIFEXITED(status)
+                        else (-1, os.WTERMSIG(status)))
+        stdout = state.pipe.write_end if state.pipe is not None else None
+        try:
+            self._start_helper(state, "finish", finish, (finish, str(code), str(signum)),
+                               state.service.directory, dict(state.env, DINIT_PID=str(run.pid)),
+                               stdin=self._devnull, stdout=stdout, role=Role.FINISH)
+        except OSError as error:
+            logger.error("cannot run {path}: {reason}", service=state.name, stage="finish",
+                         path=finish, reason=error.strerror or error)
+            return
+        if self.config.timeout is not None:
+            assert state.finish is not None
+            state.finish.timers.append(self.loop.call_later(
+                self.config.timeout, self._kill_session, state.finish))
+
+    # -- stopping ----------------------------------------------------------------------------------
+
+    def teardown(self, outcome: Outcome, cause: str | None = None) -> None:
+        """Record why, then stop every service, adopted and reparented process (§5.2). ``cause``,
+        a program's exit, is the one warning that says why the container stops."""
+        self._record(outcome)
+        if self._terminating:
+            return
+        if cause is not None:
+            (logger.info if self._transparent else logger.warning)(cause)
+        self._begin_teardown(stop_services=True)
+
+    def _begin_teardown(self, stop_services: bool) -> None:
+        self._terminating = True
+        self._container(ContainerPhase.STOPPING)
+        self._teardown_began = self.loop.time()
+        self.loop.call_later(_FIRST_WAIT_WARNING, self._still_waiting)
+        if stop_services:
+            for state in self.states.values():
+                if state.phase in (Phase.STARTING, Phase.RUNNING):
+                    self._stop(state, StopReason.TEARDOWN)
+        self.reparenter.teardown()
+        self._check_done()
+
+    def _record(self, outcome: Outcome) -> None:
+        """The first recorded reason decides the exit code (§5.3)."""
+        if self._outcome is None:
+            self._outcome = outcome
+
+    def stop_service(self, name: str, reason: StopReason = StopReason.CONTROL) -> bool:
+        """Stop one service as teardown stops it, without tearing the container down: its exit does
+        not count for the exit code (§10, §11 removal, §12 ``stop``). False if it is not running."""
+        state = self.states.get(name)
+        if state is None or state.phase not in (Phase.STARTING, Phase.RUNNING):
+            return False
+        self._stop(state, reason)
+        return True
+
+    def _stop(self, state: ServiceState, reason: StopReason) -> None:
+        """Run the stop hook instead of SIGTERM when there is one; SIGTERM if it cannot run."""
+        run = state.run
+        assert run is not None
+        state.reason = reason
+        state.stop_asked = self.loop.time()
+        state.transition(Phase.STOPPING, state.stop_asked)
+        hook = state.service.hook
+        if hook is None or not self._start_hook(state, run, hook):
+            self.terminate(run)
+        if self.config.timeout is not None:
+            run.timers.append(self.loop.call_later(self.config.timeout, self._timeout, state, run))
+        if state.pipe is not None and state.service.finish is None:
+            state.pipe.close_writer()
+
+    def _start_hook(self, state: ServiceState, run: Program, hook: str) -> bool:
+        stage = state.service.hook_stage
+        stdout = state.pipe.write_end if state.pipe is not None else None
+        try:
+            self._start_helper(state, stage, hook, (hook,), state.service.directory,
+                               dict(state.env, DINIT_PID=str(run.pid)), stdin=self._devnull,
+                               stdout=stdout, role=Role.HOOK)
+        except OSError as error:
+            logger.error("cannot run {path}: {reason}, sending SIGTERM instead", service=state.name,
+                         stage=stage, path=hook, reason=error.strerror or error)
+            return False
+        return True
+
+    def terminate(self, program: Program) -> None:
+        """SIGTERM a program, remembering dinit caused any death by it."""
+        logger.info("sending SIGTERM to PID {pid}", service=program.name, stage=program.stage,
+                    pid=program.pid)
+        program.signalled.add(signal.SIGTERM)
+        signal_process(program.pid, signal.SIGTERM)
+
+    def kill(self, program: Program) -> None:
+        """SIGKILL a program that outlived DINIT_KILL_TIMEOUT after SIGTERM."""
+        if self.programs.get(program.pid) is program:
+            logger.info("sending SIGKILL to PID {pid}", service=program.name, stage=program.stage,
+                        pid=program.pid)
+            program.signalled.add(signal.SIGKILL)
+            signal_process(program.pid, signal.SIGKILL)
+
+    def _timeout(self, state: ServiceState, run: Program) -> None:
+        """DINIT_TIMEOUT passed since the service was asked to stop: SIGKILL the whole session of
+        ``run`` (its session ID is its PID) and of a stop hook still running, so the deadline holds
+        for a hook that hangs too."""
+        self._kill_session(run)
+        if state.hook is not None:
+            self._kill_session(state.hook)
+
+    def _kill_session(self, leader: Program) -> None:
+        if self.programs.get(leader.pid, leader) is not leader:
+            return  # gone, and its PID reused by another program of dinit's
+        leader.signalled.add(signal.SIGKILL)
+        killed = kill_session(leader.pid)
+        if killed:
+            logger.warning("still running {timeout:g}s after being stopped, sent SIGKILL to session "
+                           "{session}: PIDs {pids}", service=leader.name, stage=leader.stage,
+                           timeout=self.config.timeout, session=leader.pid,
+                           pids=" ".join(map(str, killed)))
+
+    def _still_waiting(self) -> None:
+        """During a long teardown, say what dinit is waiting for (§5.2)."""
+        if self._done:
+            return
+        waiting = ", ".join(f"{p.label} (PID {p.pid})" for p in self.programs.values())
+        if waiting:
+            elapsed = self.loop.time() - self._teardown_began
+            logger.warning("still waiting for {waiting}, {elapsed:.0f} s after {what}", waiting=waiting,
+                           elapsed=elapsed, what=self._teardown_word)
+        self.loop.call_later(_WAIT_WARNING_INTERVAL, self._still_waiting)
+
+    # -- reaping -----------------------------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Collect every exited child. Unknown ones are named from /proc before being collected."""
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                break
+            if info is None or not info.si_pid:
+                break
+            pid = info.si_pid
+            if pid not in self.programs:
+                self.reparenter.reaping_unknown(pid)
+            _, status = os.waitpid(pid, 0)
+            self.exited(pid, status)
+        self._check_done()
+
+    def exited(self, pid: int, status: int) -> None:
+        """A child's exit status is known (reaped here, or by the ptrace code while it held it)."""
+        if pid not in self.programs:
+            return
+        self.mux.drain(pid)  # its last lines first, then the line saying it finished
+        program = self.programs.pop(pid)
+        for timer in program.timers:
+            timer.cancel()
+        state = self._owner.pop(pid, None)
+        if state is None:
+            logger.info("PID {pid} finished with {how}", service=program.name, stage=program.stage,
+                        pid=pid, how=describe(status))
+            if program.role is Role.ADOPTED:
+                self.teardown(Outcome.of_status(status, program.signalled), self._cause(program, status))
+            return
+        handler = {Role.RUN: self._run_exited, Role.LOG: self._logger_exited,
+                   Role.HOOK: self._hook_exited, Role.FINISH: self._finish_exited}[program.role]
+        handler(state, program, status)
+
+    @staticmethod
+    def _cause(program: Program, status: int) -> str:
+        return f"{program.label}: PID {program.pid} {explain(status)}, stopping the container"
+
+    def _run_exited(self, state: ServiceState, program: Program, status: int) -> None:
+        state.run = None
+        state.last_exit = status
+        outcome = Outcome.of_status(status, program.signalled)
+        disabled = _disabled(status) and not self._terminating and not state.service.command
+        phase = Phase.DISABLED if disabled else (
+            Phase.STOPPED if outcome.summary == Outcome.ok().summary else Phase.CRASHED)
+        state.transition(phase, self.loop.time(), pid=program.pid, how=describe(status))
+        self._start_finish(state, program, status)
+        self._writers_gone(state)
+        if disabled:
+            if all(s.phase in (Phase.DISABLED, Phase.DOWN) for s in self.states.values()):
+                logger.warning("all services have disabled themselves, waiting for a signal to exit")
+            return
+        if state.counts:
+            self.teardown(outcome, self._cause(program, status))
+
+    def _logger_exited(self, state: ServiceState, program: Program, status: int) -> None:
+        """A logger exit tears down while its service runs, except 115, which disables it. Either way
+        dinit reads the service's stdout itself from now on, so nothing written later is lost."""
+        state.logger = None
+        logger.info("PID {pid} finished with {how}", service=state.name, stage="log",
+                    pid=program.pid, how=describe(status))
+        if state.pipe is not None:
+            state.pipe.hand_over(self.mux, state.name)
+        if _disabled(status):
+            logger.info("logger disabled, reading {name}/run stdout directly", service=state.name,
+                        stage="log", name=state.name)
+            return
+        if state.run is not None and state.counts:
+            self.teardown(Outcome.of_status(status, program.signalled), self._cause(program, status))
+
+    def _hook_exited(self, state: ServiceState, program: Program, status: int) -> None:
+        state.hook = None
+        logger.info("PID {pid} finished with {how}", service=state.name, stage=program.stage,
+                    pid=program.pid, how=describe(status))
+        self._writers_gone(state)
+
+    def _finish_exited(self, state: ServiceState, program: Program, status: int) -> None:
+        """``finish`` never changes the exit code; a failing one is worth one warning (§2)."""
+        state.finish = None
+        failed = not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+        (logger.warning if failed else logger.info)(
+            "PID {pid} finished with {how}", service=state.name, stage="finish", pid=program.pid,
+            how=describe(status))
+        self._writers_gone(state)
+
+    def _writers_gone(self, state: ServiceState) -> None:
+        """Once no program of the service will write to its logger any more, close dinit's copy of
+        the pipe's write end, and watch the logger (§4.5)."""
+        if state.run is not None or state.hook is not None or state.finish is not None:
+            return
+        if state.pipe is not None:
+            state.pipe.close_writer()
+        if state.logger is not None:
+            self.loop.call_later(_LOGGER_POLL, self._check_logger, state, state.logger)
+
+    # -- loggers that do not exit by themselves ---------------------------------------------------
+
+    def _check_logger(self, state: ServiceState, program: Program) -> None:
+        """SIGTERM a logger whose input is closed (every writer gone) and which has neither exited
+        nor read anything for a grace period -- whether it ignores EOF or never reads at all;
+        SIGKILL follows after DINIT_KILL_TIMEOUT. A logger still working through its input is
+        left alone, and what it leaves unread, dinit reads once it is gone (§4.5)."""
+        if state.logger is not program or state.pipe is None:
+            return
+        if state.pipe.stalled(self.loop.time(), self.mux.paused):
+            logger.warning("still running after its input was closed", service=state.name, stage="log")
+            self.terminate(program)
+            program.timers.append(self.loop.call_later(self.config.kill_timeout, self.kill, program))
+            return
+        self.loop.call_later(_LOGGER_POLL, self._check_logger, state, program)
+
+    # -- the end -----------------------------------------------------------------------------------
+
+    def _check_done(self) -> None:
+        """Exit as soon as nothing is left: no program, no open pipe, no child at all (§5.2)."""
+        if self._done or not self._terminating:
+            return
+        if self.programs or self.mux.open_streams or self.reparenter.has_children():
+            return
+        self._done = True
+        self._container(ContainerPhase.STOPPED)
+        self.loop.stop()
+
