@@ -22,6 +22,9 @@ import orjson
 
 TIME = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 DEFAULT_TIMEOUT = 20.0
+#: The warning naming the program whose exit stopped the container (§5.2).
+CAUSE = re.compile(rb".*: PID \d+ (?:exited with status \d+|died of signal \d+ \(\w+\)), "
+                   rb"stopping the container")
 
 
 def poll(condition: Callable[[], Any], timeout: float = DEFAULT_TIMEOUT, message: str = "condition",
@@ -181,10 +184,19 @@ class Dinit:
         """Every stdout line parsed as JSON (failing the test if one is not)."""
         return [orjson.loads(line) for line in self.stdout.splitlines()]
 
-    def messages(self, level: str | None = None) -> list[bytes]:
-        """dinit's own messages (the text after ``dinit: <level>: ``)."""
+    def messages(self, level: str | None = None, cause: bool = True) -> list[bytes]:
+        """dinit's own messages (the text after ``dinit: <level>: ``); ``cause=False`` leaves out
+        the warning that names the program whose exit stopped the container (§5.2), for tests
+        about everything else a run says."""
         levels = level.encode() if level else rb"\w+"
-        return re.findall(TIME + rb" dinit: " + levels + rb": (.*)", self.stderr)
+        found = re.findall(TIME + rb" dinit: " + levels + rb": (.*)", self.stderr)
+        return found if cause else [line for line in found if not CAUSE.fullmatch(line)]
+
+    def own_lines(self, cause: bool = True) -> list[bytes]:
+        """Every line dinit itself wrote on stderr as ``<level>: <message>`` (not service output)."""
+        found = re.findall(TIME + rb" dinit: (\w+: .*)", self.stderr)
+        return found if cause else [line for line in found
+                                    if not CAUSE.fullmatch(line.removeprefix(b"warning: "))]
 
     def service_lines(self, label: str) -> list[bytes]:
         """Prefix-form stderr lines of ``<name>/<stage>`` (the text after the label)."""

@@ -21,11 +21,6 @@ DEFAULT_DIR = "/etc/service"
 DEBUG_DOT = rb"ignoring [^\n]*/\.hidden: dot entry"
 
 
-def _own_lines(dinit: Dinit) -> list[bytes]:
-    """Every line dinit itself wrote on stderr (not service output)."""
-    return re.findall(TIME + rb" dinit: (\w+: .*)", dinit.stderr)
-
-
 # -- DINIT_DIR -------------------------------------------------------------------------------------
 
 
@@ -38,7 +33,7 @@ def test_default_directory(services: Services, tmp_path: Path, monkeypatch: pyte
     if not os.path.isdir(DEFAULT_DIR):
         dinit = run(None, **variables)
         assert dinit.returncode == 1
-        assert _own_lines(dinit) == [f"error: DINIT_DIR {DEFAULT_DIR}: no such directory".encode()]
+        assert dinit.own_lines() == [f"error: DINIT_DIR {DEFAULT_DIR}: no such directory".encode()]
         return
     services.add("from-default-dir", 'echo "ran from $PWD" >&2\n')
     wrapper = tmp_path / "bind-etc-service"
@@ -72,7 +67,7 @@ def test_relative_directory_not_against_other_cwd(services: Services, tmp_path: 
     elsewhere.mkdir()
     dinit = run(services, cwd=str(elsewhere), DINIT_DIR="service")
     assert dinit.returncode == 1
-    assert _own_lines(dinit) == [f"error: DINIT_DIR {elsewhere / 'service'}: no such directory".encode()]
+    assert dinit.own_lines() == [f"error: DINIT_DIR {elsewhere / 'service'}: no such directory".encode()]
 
 
 # -- DINIT_JSON_STDOUT -----------------------------------------------------------------------------
@@ -91,7 +86,7 @@ def test_json_stdout_on(services: Services, value: str | None) -> None:
     assert dinit.returncode == 0
     [line] = dinit.json_lines()
     assert line["x"] == 1 and line["service"] == "a" and line["stage"] == "run"
-    assert dinit.messages("warning") == [b"a/run: not JSON stdout: plain"]
+    assert dinit.messages("warning", cause=False) == [b"a/run: not JSON stdout: plain"]
     assert dinit.service_lines("a/run") == [b"to-stderr"]
 
 
@@ -104,7 +99,7 @@ def test_json_stdout_off(services: Services, value: str, pid1: bool) -> None:
     dinit = run(services, pid1=pid1, DINIT_JSON_STDOUT=value)
     assert dinit.returncode == 0
     assert re.fullmatch(TIME + rb' a/run: \{"x": 1\}\n' + TIME + rb" a/run: plain\n", dinit.stdout)
-    assert dinit.messages("warning") == []
+    assert dinit.messages("warning", cause=False) == []
     assert dinit.service_lines("a/run") == [b"to-stderr"]
 
 
@@ -128,7 +123,7 @@ def test_level_warn(services: Services, value: str | None) -> None:
     _level_scenario(services)
     dinit = run(services, **({} if value is None else {"DINIT_LOG_LEVEL": value}))
     assert dinit.returncode == 0
-    assert _own_lines(dinit) == [b"warning: a/run: not JSON stdout: plain"]
+    assert dinit.own_lines(cause=False) == [b"warning: a/run: not JSON stdout: plain"]
     assert dinit.service_lines("a/run") == [b"to-stderr"]
 
 
@@ -141,7 +136,7 @@ def test_level_info(services: Services, value: str) -> None:
     info = dinit.messages("info")
     assert b"a/run: starting" in info
     assert info[-1] == b"dinit exiting with status 0"
-    assert dinit.messages("warning") == [b"a/run: not JSON stdout: plain"]
+    assert dinit.messages("warning", cause=False) == [b"a/run: not JSON stdout: plain"]
     assert not _has_level(dinit, "debug")
 
 
@@ -153,7 +148,7 @@ def test_level_debug(services: Services, value: str) -> None:
     assert dinit.returncode == 0
     assert re.search(DEBUG_DOT, b"\n".join(dinit.messages("debug")))
     assert b"a/run: starting" in dinit.messages("info")
-    assert dinit.messages("warning") == [b"a/run: not JSON stdout: plain"]
+    assert dinit.messages("warning", cause=False) == [b"a/run: not JSON stdout: plain"]
 
 
 @pytest.mark.parametrize("value", ["error", "ERROR"])
@@ -163,7 +158,7 @@ def test_level_error(services: Services, value: str) -> None:
     _level_scenario(services)
     dinit = run(services, DINIT_LOG_LEVEL=value)
     assert dinit.returncode == 0
-    assert _own_lines(dinit) == []
+    assert dinit.own_lines() == []
     assert sorted(dinit.service_lines("a/run")) == [b"plain", b"to-stderr"]
 
 
@@ -172,7 +167,7 @@ def test_level_error_shows_errors(services: Services) -> None:
     services.add("a", None)
     dinit = run(services, DINIT_LOG_LEVEL="error")
     assert dinit.returncode == 1
-    assert _own_lines(dinit) == [f"error: a: {services.root / 'a' / 'run'}: missing".encode()]
+    assert dinit.own_lines() == [f"error: a: {services.root / 'a' / 'run'}: missing".encode()]
 
 
 @pytest.mark.parametrize("value", ["none", "NONE", "None"])
@@ -181,7 +176,7 @@ def test_level_none(services: Services, value: str) -> None:
     _level_scenario(services)
     dinit = run(services, DINIT_LOG_LEVEL=value)
     assert dinit.returncode == 0
-    assert _own_lines(dinit) == []
+    assert dinit.own_lines() == []
     assert sorted(dinit.service_lines("a/run")) == [b"plain", b"to-stderr"]
     assert dinit.stdout == b""
 
@@ -314,7 +309,7 @@ def test_invalid_value_checked_before_directory(tmp_path: Path) -> None:
     is about the value."""
     dinit = run(None, DINIT_DIR=str(tmp_path / "missing"), DINIT_JSON_STDOUT="perhaps")
     assert dinit.returncode == 1
-    assert _own_lines(dinit) == [f"error: invalid DINIT_JSON_STDOUT 'perhaps': {BOOLEANS}".encode()]
+    assert dinit.own_lines() == [f"error: invalid DINIT_JSON_STDOUT 'perhaps': {BOOLEANS}".encode()]
 
 
 def test_several_invalid_values_one_line(services: Services, tmp_path: Path) -> None:
@@ -322,6 +317,6 @@ def test_several_invalid_values_one_line(services: Services, tmp_path: Path) -> 
     marker = _marker_service(services, tmp_path)
     dinit = run(services, DINIT_JSON_STDOUT="x", DINIT_KILL_TIMEOUT="y", DINIT_REPARENTING_POLICY="z")
     assert dinit.returncode == 1
-    [line] = _own_lines(dinit)
+    [line] = dinit.own_lines()
     assert re.fullmatch(rb"error: invalid DINIT_\w+ '[xyz]': accepted .*", line)
     assert not marker.exists()

@@ -14,12 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harness import TIME, Dinit, Services, poll, run, start, write_program
-
-
-def _own_lines(dinit: Dinit) -> list[bytes]:
-    """Every line dinit itself wrote on stderr (not service output)."""
-    return re.findall(TIME + rb" dinit: (\w+: .*)", dinit.stderr)
+from harness import Dinit, Services, poll, run, start, write_program
 
 
 def _started(dinit: Dinit) -> list[bytes]:
@@ -48,7 +43,7 @@ def test_dot_entries_and_files_ignored(services: Services, tmp_path: Path) -> No
     assert _started(dinit) == [b"a"]
     assert dinit.service_lines("a/run") == [b"a ran"]
     assert not marker.exists()
-    assert dinit.messages("error") == dinit.messages("warning") == []
+    assert dinit.messages("error") == dinit.messages("warning", cause=False) == []
     debug = b"\n".join(dinit.messages("debug"))
     for entry in (".hidden", ".broken", ".dotfile"):
         assert re.search(rb"ignoring \S*/" + re.escape(entry.encode()) + rb": dot entry", debug), entry
@@ -161,7 +156,7 @@ def test_down_file_at_default_level_silent(services: Services, tmp_path: Path) -
     services.add("b", "exit 0\n", down=True)
     dinit = run(services)
     assert dinit.returncode == 0
-    assert _own_lines(dinit) == []
+    assert dinit.own_lines(cause=False) == []
 
 
 @pytest.mark.parametrize(("file", "stage"), [("finish", "finish"), ("terminate", "term")])
@@ -312,7 +307,7 @@ def test_broken_last_service(services: Services, tmp_path: Path, pid1: bool,
     path, reason = breaker(services.root / "zz")
     dinit = run(services, pid1=pid1)
     _assert_nothing_started(dinit, marker)
-    assert _own_lines(dinit) == [f"error: zz: {path}: {reason}".encode()]
+    assert dinit.own_lines() == [f"error: zz: {path}: {reason}".encode()]
 
 
 def test_broken_service_at_info_level(services: Services, tmp_path: Path) -> None:
@@ -333,7 +328,7 @@ def test_dangling_service_symlink(services: Services, tmp_path: Path) -> None:
     (services.root / "zz").symlink_to(tmp_path / "gone")
     dinit = run(services)
     _assert_nothing_started(dinit, marker)
-    [line] = _own_lines(dinit)
+    [line] = dinit.own_lines()
     assert line.startswith(b"error: zz: ") and b"dangling symlink" in line
 
 
@@ -344,7 +339,7 @@ def test_both_finish_and_terminate(services: Services, tmp_path: Path) -> None:
     directory = services.add("zz", "exec sleep 1000\n", finish="exit 0\n", terminate="exit 0\n")
     dinit = run(services)
     _assert_nothing_started(dinit, marker)
-    assert _own_lines(dinit) == [f"error: zz: {directory}: has both finish and terminate, keep one".encode()]
+    assert dinit.own_lines() == [f"error: zz: {directory}: has both finish and terminate, keep one".encode()]
 
 
 #: Runs dinit as root without the capabilities that bypass file permissions, as a non-root image would.
@@ -384,7 +379,7 @@ def test_unreadable_is_one_error_line(services: Services, tmp_path: Path,
     finally:
         path.chmod(0o755)
     _assert_nothing_started(dinit, marker)
-    assert _own_lines(dinit) == [f"error: {message}".encode()]
+    assert dinit.own_lines() == [f"error: {message}".encode()]
 
 
 @pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
@@ -394,7 +389,7 @@ def test_missing_directory(tmp_path: Path, pid1: bool) -> None:
     dinit = run(None, pid1=pid1, DINIT_DIR=str(missing))
     assert dinit.returncode == 1
     assert dinit.stdout == b""
-    assert _own_lines(dinit) == [f"error: DINIT_DIR {missing}: no such directory".encode()]
+    assert dinit.own_lines() == [f"error: DINIT_DIR {missing}: no such directory".encode()]
 
 
 def test_directory_is_a_file(tmp_path: Path) -> None:
@@ -402,7 +397,7 @@ def test_directory_is_a_file(tmp_path: Path) -> None:
     path = write_program(tmp_path / "file", "exit 0\n")
     dinit = run(None, DINIT_DIR=str(path))
     assert dinit.returncode == 1
-    [line] = _own_lines(dinit)
+    [line] = dinit.own_lines()
     assert line.startswith(f"error: DINIT_DIR {path}: ".encode())
 
 
@@ -432,5 +427,5 @@ def test_no_services(services: Services, pid1: bool, content: Callable[[Path], N
     content(services.root)
     dinit = run(services, pid1=pid1)
     assert dinit.returncode == 0
-    assert _own_lines(dinit) == [b"warning: no services found, exiting"]
+    assert dinit.own_lines() == [b"warning: no services found, exiting"]
     assert dinit.stdout == b""

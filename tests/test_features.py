@@ -445,14 +445,14 @@ def test_command_conflicts_with_main_service(services: Services) -> None:
     assert b"starting" not in dinit.stderr and b"started" not in dinit.stderr
 
 
-def test_command_signal_to_dinit_exits_zero(tmp_path: Path) -> None:
-    """§9: in command mode (propagating) a teardown caused by SIGTERM to dinit exits 0, even though
-    the command then exits 9."""
+def test_command_signal_to_dinit_gives_the_commands_status(tmp_path: Path) -> None:
+    """§9, §17: in command mode without services, a teardown caused by SIGTERM to dinit exits with
+    the command's own status (here 9), as under tini."""
     dinit = start(None, "sh", "-c", "trap 'exit 9' TERM; echo ready >&2; while :; do sleep 0.05; done",
                   DINIT_DIR=_nowhere(tmp_path), DINIT_LOG_LEVEL="info")
     dinit.wait_for(rb"main/run: ready")
     dinit.signal(signal.SIGTERM)
-    assert dinit.wait() == 0
+    assert dinit.wait() == 9
     assert b"finished with status 9" in dinit.stderr
 
 

@@ -76,7 +76,7 @@ def test_lines_prefix_mode_byte_exact(services: Services) -> None:
     assert prefix_lines(dinit.stdout, "svc/run") == STDOUT_LINES
     assert len(stdout_lines(dinit)) == len(STDOUT_LINES)
     assert dinit.service_lines("svc/run") == STDERR_LINES
-    assert dinit.messages("warning") == []
+    assert dinit.messages("warning", cause=False) == []
 
 
 @pytest.mark.parametrize("level", ["warn", "info"])
@@ -258,7 +258,7 @@ echo 'on stderr' >&2
     assert prefix_lines(dinit.stdout, "svc/run") == [b'{"ok":1}', b"plain text"]
     assert len(stdout_lines(dinit)) == 2
     assert dinit.service_lines("svc/run") == [b"on stderr"]
-    assert dinit.messages("warning") == []
+    assert dinit.messages("warning", cause=False) == []
 
 
 def test_service_name_not_utf8(services: Services) -> None:

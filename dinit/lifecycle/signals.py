@@ -20,6 +20,12 @@ def catchable() -> frozenset[int]:
     return frozenset(signal.valid_signals()) - _UNCATCHABLE - _FAULTS
 
 
+def ignorable() -> frozenset[int]:
+    """Every signal whose disposition dinit may set: ignoring even the fault signals means one sent
+    with ``kill`` does not end dinit (§8); a real fault in dinit still kills it."""
+    return frozenset(signal.valid_signals()) - _UNCATCHABLE
+
+
 def transparent_forwarded() -> frozenset[int]:
     """Command mode without services passes on every catchable signal as it is, like tini (§17):
     all but SIGCHLD, which is dinit's own reaping signal."""

@@ -25,7 +25,7 @@ from ..process.reparent import Reparenter
 from ..process.spawn import spawn
 from ..service.discovery import Service
 from .outcome import Outcome, describe, explain, signal_name
-from .signals import FORWARDED_SIGNALS, STOP_SIGNALS, catchable, transparent_forwarded
+from .signals import FORWARDED_SIGNALS, STOP_SIGNALS, ignorable, transparent_forwarded
 from .state import ContainerPhase, Phase, ServiceState, StopReason
 
 #: Exit code a service uses to say "I disabled myself", and a logger "read my stdout yourself".
@@ -150,14 +150,16 @@ class Supervisor:
         spawn resets every signal."""
         self.loop.add_signal_handler(signal.SIGCHLD, self.reap)
         if self._transparent:
-            for signum in transparent_forwarded():
+            handled = transparent_forwarded()
+            for signum in handled:
                 self.loop.add_signal_handler(signum, self._pass_on, signum)
-            return
-        for signum in STOP_SIGNALS:
-            self.loop.add_signal_handler(signum, self._on_stop_signal, signum)
-        for signum in FORWARDED_SIGNALS:
-            self.loop.add_signal_handler(signum, self._forward, signum)
-        for signum in catchable() - {*STOP_SIGNALS, *FORWARDED_SIGNALS, signal.SIGCHLD}:
+        else:
+            handled = frozenset({*STOP_SIGNALS, *FORWARDED_SIGNALS})
+            for signum in STOP_SIGNALS:
+                self.loop.add_signal_handler(signum, self._on_stop_signal, signum)
+            for signum in FORWARDED_SIGNALS:
+                self.loop.add_signal_handler(signum, self._forward, signum)
+        for signum in ignorable() - handled - {signal.SIGCHLD}:
             with contextlib.suppress(OSError, ValueError):
                 signal.signal(signum, signal.SIG_IGN)
 
@@ -372,8 +374,8 @@ class Supervisor:
         hook = state.service.hook
         if hook is None or not self._start_hook(state, run, hook):
             self.terminate(run)
-        if self.config.timeout is not None:
-            run.timers.append(self.loop.call_later(self.config.timeout, self._timeout, state, run))
+        if self.config.timeout is not None:  # not cancelled when run exits: its session may live on
+            self.loop.call_later(self.config.timeout, self._timeout, state, run)
         if state.pipe is not None and state.service.finish is None:
             state.pipe.close_writer()
 
