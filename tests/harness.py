@@ -217,6 +217,20 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def private_etc(tmp_path: Path, service_dir: Path | None) -> tuple[str, ...]:
+    """A ``wrapper`` giving dinit a private, empty ``/etc`` (a tmpfs in a mount namespace of its
+    own), so the host's ``/etc/service`` is never seen: with ``service_dir`` bound on
+    ``/etc/service``, else with no ``/etc/service`` at all. Tests of the default ``DINIT_DIR`` use
+    it so they behave the same on every machine."""
+    script = tmp_path / "private-etc"
+    lines = ["#!/bin/sh", "set -e", "mount -t tmpfs dinit-test-etc /etc"]
+    if service_dir is not None:
+        lines += ["mkdir /etc/service", f"mount --bind '{service_dir}' /etc/service"]
+    script.write_text("\n".join([*lines, 'exec "$@"', ""]))
+    script.chmod(0o755)
+    return ("unshare", "--mount", "--propagation", "private", str(script))
+
+
 def environment(services: Services | None, **variables: str) -> dict[str, str]:
     """The test's environment without any DINIT_* variable, plus the ones given."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("DINIT_")}
