@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from harness import Dinit, Services
+from hypothesis import settings
+
+# CI runs are derandomized (the same examples on every run, so a failure reproduces); the seed is
+# printed in the report header.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def pytest_report_header() -> str:
+    profile = settings._current_profile
+    return f"hypothesis profile: {profile} (derandomize={settings.default.derandomize})"
+
+
+@pytest.fixture(params=[True, False], ids=["pid1", "subreaper"])
+def pid1(request: pytest.FixtureRequest) -> bool:
+    """Every test that takes ``pid1`` runs twice: dinit as PID 1 of a fresh PID namespace, and as a
+    plain process registered as child subreaper (§6.1)."""
+    return bool(request.param)
 
 
 @pytest.fixture

@@ -36,7 +36,6 @@ def test_default_directory(services: Services, tmp_path: Path, value: str | None
     assert dinit.service_lines("from-default-dir/run") == [expected]
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 @pytest.mark.parametrize("relative", ["service", "./service", "service/", "./service/."])
 def test_relative_directory_against_cwd(services: Services, tmp_path: Path, pid1: bool,
                                         relative: str) -> None:
@@ -79,7 +78,6 @@ def test_json_stdout_on(services: Services, value: str | None) -> None:
     assert dinit.service_lines("a/run") == [b"to-stderr"]
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 @pytest.mark.parametrize("value", ["0", "false", "False", "no", "NO", "off", "OfF"])
 def test_json_stdout_off(services: Services, value: str, pid1: bool) -> None:
     """§1 + §4.4: ``0 false no off`` (any case) write every stdout line in prefix form on stdout, JSON
@@ -280,7 +278,6 @@ def test_invalid_value(services: Services, tmp_path: Path, variable: str, value:
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_invalid_value_with_info_level(services: Services, tmp_path: Path, pid1: bool) -> None:
     """§1: even with info shown, an invalid value gives one error line and nothing starts (no
     ``starting`` line, no marker)."""

@@ -70,7 +70,6 @@ def _stubborn_pids(dinit: Dinit, name: str) -> tuple[int, list[int]]:
 # -- DINIT_TIMEOUT ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_timeout_kills_whole_session_after_sigterm(services: Services, pid1: bool) -> None:
     """§9 DINIT_TIMEOUT: a run and its children (its process group and another group of its session)
     that ignore SIGTERM are all SIGKILLed once the timeout passes after the SIGTERM; the kill is

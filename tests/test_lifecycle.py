@@ -20,7 +20,6 @@ import pytest
 from harness import TIME, Dinit, Services, run, start
 
 PY = sys.executable
-PID1 = pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -79,7 +78,6 @@ def position(dinit: Dinit, pattern: bytes) -> int:
 # -- §5.1 a run exiting tears down -----------------------------------------------------------------
 
 
-@PID1
 @pytest.mark.parametrize(("code", "expected"), [(0, 0), (1, 3), (7, 3)])
 def test_run_exit_tears_down(services: Services, pid1: bool, code: int, expected: int) -> None:
     """§5.1/§5.2/§5.3: a run exiting (any status but 115) tears down: every other running run gets
@@ -103,7 +101,6 @@ def test_run_exit_tears_down(services: Services, pid1: bool, code: int, expected
     assert b"a/run: sending SIGTERM" not in dinit.stderr
 
 
-@PID1
 @pytest.mark.parametrize("name", ["SEGV", "KILL"])
 def test_run_killed_by_foreign_signal_is_failure(services: Services, pid1: bool, name: str) -> None:
     """§5.1/§5.3: a run killed by a signal dinit did not send (here it kills itself) tears down
@@ -126,7 +123,6 @@ def test_run_killed_by_foreign_signal_is_failure(services: Services, pid1: bool,
 # -- §5.1 exit code 115: the service disabled itself ----------------------------------------------
 
 
-@PID1
 def test_disabled_itself_does_not_tear_down(services: Services, pid1: bool) -> None:
     """§5.1: a run exiting 115 is logged as ``finished and disabled itself`` and tears nothing down:
     the other service keeps running (it still acts on a flag created afterwards) until dinit is
@@ -152,7 +148,6 @@ def test_disabled_itself_does_not_tear_down(services: Services, pid1: bool) -> N
     assert position(dinit, rb"b/run: b still running") < position(dinit, rb"got signal 15, terminating")
 
 
-@PID1
 def test_all_disabled_waits_for_signal(services: Services, pid1: bool) -> None:
     """§5.1: when every service has disabled itself dinit warns once and stays up (it does not exit
     by itself), until SIGTERM ends it with exit code 0."""
@@ -195,7 +190,6 @@ kill "$DINIT_PID"
 """
 
 
-@PID1
 @pytest.mark.parametrize(("file", "stage"), [("finish", "finish"), ("terminate", "term")])
 def test_stop_hook_runs_instead_of_sigterm(services: Services, pid1: bool, file: str, stage: str) -> None:
     """§5.2/§3/§4.2: at teardown a service with a stop hook gets the hook, run with
@@ -262,7 +256,6 @@ def test_stop_hook_that_cannot_run_sends_sigterm(services: Services) -> None:
 # -- §4.5/§5.1 a logger exiting while its service runs ----------------------------------------------
 
 
-@PID1
 @pytest.mark.parametrize(("code", "expected"), [(0, 0), (1, 3)])
 def test_logger_exit_tears_down(services: Services, pid1: bool, code: int, expected: int) -> None:
     """§4.5/§5.1/§5.3: a logger exiting while its service's run still runs tears down; the exit
@@ -304,7 +297,6 @@ def test_first_reason_wins(services: Services, first: int, later: int, expected:
     assert f"b/run: PID {b} finished with status {later}".encode() in dinit.messages("info")
 
 
-@PID1
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT], ids=lambda s: s.name)
 def test_signal_first_then_failing_services(services: Services, pid1: bool, signum: int) -> None:
     """§5.3: SIGTERM/SIGINT/SIGQUIT to dinit is the first reason (0), even when every service then
@@ -328,7 +320,6 @@ def test_signal_first_then_failing_services(services: Services, pid1: bool, sign
 # -- §5.2 dinit waits for every program, and not longer --------------------------------------------
 
 
-@PID1
 def test_waits_for_slow_service_then_exits(services: Services, pid1: bool) -> None:
     """§5.2/§4.6: teardown waits for a service that takes a while to stop (its late output is
     there, and its exit comes before dinit's last line), and dinit exits as soon as the last process
@@ -388,7 +379,6 @@ def test_exit_code_table_for_run(services: Services, body: str, expected: int) -
     assert_exited(dinit, expected)
 
 
-@PID1
 def test_sigterm_from_dinit_is_not_failure(services: Services, pid1: bool) -> None:
     """§5.3: a program killed by the SIGTERM dinit sent it during teardown is not a failure: a run
     exiting 0 started the teardown, the others die of SIGTERM (signal 15), and dinit exits 0."""

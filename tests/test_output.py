@@ -541,7 +541,6 @@ os.write(1, b'{{"from":"run"}}\\n')
 """
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_grandchild_output_after_service_exit(services: Services, tmp_path: Path, pid1: bool) -> None:
     """§4.6: a grandchild holding the service's pipes keeps being read under the service's label
     after ``run`` exited, including the lines it writes when terminated at teardown (§6.2)."""

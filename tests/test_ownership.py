@@ -252,7 +252,6 @@ def _blocked(pid: int) -> dict[str, int]:
     return masks
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_running_dinit_blocks_nothing_and_keeps_fds_blocking(services: Services, pid1: bool) -> None:
     """At run time, with output flowing and signals handled: no thread of dinit blocks any signal,
     and dinit's fd 1 and fd 2 are not O_NONBLOCK."""

@@ -15,7 +15,6 @@ import pytest
 from harness import TIME, Dinit, Services, start
 
 PY = sys.executable
-PID1 = pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 ORPHANS = 1000
 
 #: Counts zombies whose parent is ``dinit`` (a PID), polling until none is left or 10 s have passed.
@@ -91,7 +90,6 @@ def test_thousand_orphans_are_reaped(services: Services, pid1: bool, policy: str
     assert re.search(rb"info: orphans/run: PID \d+ finished with status 0\n", dinit.stderr)
 
 
-@PID1
 def test_thousand_orphans_shell(services: Services, pid1: bool) -> None:
     """§6.1: the same with a shell making the orphans (``(sleep 0 &)``, each an exec'd program that
     is orphaned while it runs), then counting zombies parented by dinit."""
@@ -134,7 +132,6 @@ os._exit({{code}})
 """
 
 
-@PID1
 def test_exit_status_survives_mass_orphan_death(services: Services, pid1: bool) -> None:
     """§6.1: exit statuses are never lost or misattributed: three services exit with their own
     codes (41, 42, 43) at the moment hundreds of their orphans die; each is logged as ``finished

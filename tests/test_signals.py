@@ -21,7 +21,6 @@ import pytest
 from harness import TIME, Dinit, Services, environment, poll, start
 
 PY = sys.executable
-PID1 = pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 FORWARDED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM)
@@ -114,7 +113,6 @@ def probe(dinit: Dinit, after: str) -> None:
 # -- teardown signals ------------------------------------------------------------------------------
 
 
-@PID1
 @pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: s.name)
 def test_stop_signal_tears_down(services: Services, pid1: bool, signum: int) -> None:
     """§8/§5.1: SIGTERM, SIGINT and SIGQUIT each tear down: info ``got signal <n>, terminating
@@ -135,7 +133,6 @@ def test_stop_signal_tears_down(services: Services, pid1: bool, signum: int) -> 
     assert b"already terminating" not in dinit.stderr
 
 
-@PID1
 def test_second_stop_signal_while_stopping(services: Services, pid1: bool) -> None:
     """§5.1/§8: a second SIGTERM while a service is still stopping logs ``already terminating
     services`` and changes nothing: the service is not signalled again, and it finishes normally."""
@@ -184,7 +181,6 @@ def test_stop_signal_during_teardown_by_exit(services: Services) -> None:
 # -- forwarded signals -----------------------------------------------------------------------------
 
 
-@PID1
 def test_forwarded_signals(services: Services, pid1: bool) -> None:
     """§8: SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH and SIGALRM go to every running run (info
     ``<name>/run: forwarding signal <n> to PID <pid>``; the services' handlers print them), and do
@@ -298,7 +294,6 @@ def test_job_control_signals_do_not_stop_dinit_in_a_job(services: Services) -> N
         dinit.kill()
 
 
-@PID1
 def test_no_catchable_signal_left_at_default(services: Services, pid1: bool) -> None:
     """§8 "nothing but SIGKILL from outside ends dinit": every catchable signal is caught or ignored
     by dinit (/proc's SigCgt/SigIgn), none left at a default action that could stop or end it."""
@@ -322,7 +317,6 @@ def test_no_catchable_signal_left_at_default(services: Services, pid1: bool) -> 
 # -- every other catchable signal ------------------------------------------------------------------
 
 
-@PID1
 def test_other_signals_do_not_end_dinit(services: Services, pid1: bool) -> None:
     """§8: every other catchable signal (SIGPIPE, SIGURG, SIGPWR, SIGVTALRM, SIGXCPU, SIGABRT,
     real-time signals, ...) is ignored: dinit neither ends (as a subreaper the default action would

@@ -13,7 +13,6 @@ import re
 import signal
 from pathlib import Path
 
-import pytest
 from harness import TIME, Services, poll, run, start
 
 DRIVERS = Path(__file__).parent / "drivers"
@@ -63,7 +62,6 @@ def test_finish_output_goes_to_the_logger(services: Services, tmp_path: Path) ->
     assert dinit.service_lines("svc/finish") == [b"err-finish"]
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_hanging_finish_is_killed_after_dinit_timeout(services: Services, pid1: bool) -> None:
     """DINIT_TIMEOUT bounds finish too: its session is SIGKILLed, and the exit code stays 0."""
     services.add("svc", "exit 0\n", finish="sleep 1000 & exec sleep 1000\n")
@@ -118,7 +116,6 @@ def test_long_teardown_says_what_it_waits_for(services: Services) -> None:
 # -- one service stopped at run time -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_stopping_one_service_keeps_the_container(services: Services, pid1: bool) -> None:
     """``Supervisor.stop_service`` stops one service as teardown would (SIGTERM, its logger
     drained), the others keep running, and its non-zero exit neither tears down nor counts."""
