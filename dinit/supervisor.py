@@ -88,7 +88,7 @@ class Supervisor:
         self.loop = loop
         self.mux = mux
         self.programs: dict[int, Program] = {}
-        self.terminating = False
+        self._terminating = False
         self._propagate = propagate
         self._outcome: tuple[int, int] | None = None
         self._done = False
@@ -97,6 +97,25 @@ class Supervisor:
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.reparenter = Reparenter(self, config.policy, config.kill_timeout)
         mux.on_idle = self._check_done
+
+    # -- what the reparenter needs (ReparentHost) ---------------------------------------------------
+
+    @property
+    def terminating(self) -> bool:
+        return self._terminating
+
+    def known(self, pid: int) -> bool:
+        return pid in self.programs
+
+    def add_program(self, program: Program) -> None:
+        """The one way a program gets registered: a service's, or one reparented to dinit."""
+        self.programs[program.pid] = program
+
+    def programs_with_role(self, *roles: Role) -> list[Program]:
+        return [program for program in self.programs.values() if program.role in roles]
+
+    def reap_soon(self) -> None:
+        self.loop.call_later(0, self.reap)
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -218,7 +237,7 @@ class Supervisor:
 
     def _register(self, pid: int, name: str, stage: str, role: Role, state: ServiceState) -> Program:
         program = Program(pid, name, stage, role)
-        self.programs[pid] = program
+        self.add_program(program)
         self._by_pid_state[pid] = state
         logger.info(f"{program.label}: running with PID {pid}")
         return program
@@ -235,7 +254,7 @@ class Supervisor:
         self._record(summary, propagated)
         if self.terminating:
             return
-        self.terminating = True
+        self._terminating = True
         for state in self._states:
             if state.run is not None:
                 self._stop_service(state)
