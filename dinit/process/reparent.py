@@ -67,6 +67,8 @@ class Reparenter:
         self._interval = SCAN_INTERVAL
         self._timer: Timer | None = None
         self._fifo_dir: str | None = None
+        #: Whether the running scan found a zombie, to be reaped once it is over.
+        self._zombie_seen = False
 
     def start(self) -> None:
         self._schedule(self._interval)
@@ -100,13 +102,17 @@ class Reparenter:
         self._schedule(self._interval)
 
     def scan(self) -> None:
-        """Handle every child dinit does not know yet."""
+        """Handle every child dinit does not know yet. Zombies among them are left to one reap on
+        the loop after the scan (which names them, ``reaping_unknown``)."""
         young = False
+        self._zombie_seen = False
         for pid in children():
             if not self._host.known(pid):
                 young |= self._consider(pid)
         if young:
             self._schedule(MIN_AGE)
+        if self._zombie_seen:
+            self._host.reap_soon()
 
     def _consider(self, pid: int) -> bool:
         """Apply the policy to a new child; True if it is too young to judge yet."""
@@ -115,7 +121,7 @@ class Reparenter:
         except (OSError, ValueError, IndexError):
             return False
         if state == "Z":
-            self._host.reap_soon()  # named and reported by reaping_unknown
+            self._zombie_seen = True
             return False
         if age < MIN_AGE:
             return True
