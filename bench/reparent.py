@@ -2,9 +2,9 @@
 
 Scan cost, in this process: 10, 100 and 1000 children (``sleep 60`` via ``posix_spawn``), and two
 idle threads so ``/proc/self/task`` has 3 entries like dinit's (loop + 2 writer threads). Measured
-with the real ``dinit.reparent.Reparenter.scan`` on a stub supervisor (policy ``ignore``, so nothing
+with the real ``dinit.process.reparent.Reparenter.scan`` on a stub host (policy ``ignore``, so nothing
 is signalled):
-- steady state: every child already known (``children()`` + set difference), median of many scans;
+- steady state: every child already known (``children()`` + a ``known`` check per PID), median of many scans;
 - per new orphan: a scan where every child is new (``state_and_age`` + ``cmdline`` + naming +
   registering each), minus nothing, divided by the number of children;
 - the pieces alone: ``children()``, and ``state_and_age`` + ``cmdline`` + ``program_name`` per PID.
@@ -49,7 +49,8 @@ from common import (
 
 from dinit.config import Policy
 from dinit.loop import Timer
-from dinit.process.programs import Program, Role, children, cmdline, program_name, state_and_age
+from dinit.process.procfs import children, cmdline, program_name, state_and_age
+from dinit.process.programs import Program, Role
 from dinit.process.reparent import SCAN_INTERVAL, Reparenter
 
 SIZES = (10, 100, 1000)
@@ -58,19 +59,28 @@ LATENCY_TARGET_S = 0.6
 
 
 class _StubLoop:
+    def time(self) -> float:
+        return 0.0
+
     def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
         return Timer(delay, callback, args)
 
 
-class _StubSupervisor:
-    """What ``Reparenter.scan`` uses of the supervisor under the ``ignore`` policy."""
+class _StubHost:
+    """What ``Reparenter.scan`` uses of its host (``ReparentHost``) under the ``ignore`` policy."""
 
     def __init__(self) -> None:
         self.programs: dict[int, Program] = {}
         self.terminating = False
         self.loop = _StubLoop()
 
-    def reap(self) -> None:
+    def known(self, pid: int) -> bool:
+        return pid in self.programs
+
+    def add_program(self, program: Program) -> None:
+        self.programs[program.pid] = program
+
+    def reap_soon(self) -> None:
         raise RuntimeError("no zombie expected during the benchmark")
 
 
@@ -104,7 +114,7 @@ def scan_costs(sleep: str) -> tuple[list[dict[str, Any]], float]:
             try:
                 wait_for_children(os.getpid(), size, "sleep", timeout=30)
                 time.sleep(0.02)  # older than MIN_AGE (10 ms), like an orphan found by a scan
-                supervisor = _StubSupervisor()
+                supervisor = _StubHost()
                 reparenter = Reparenter(supervisor, Policy.IGNORE, 30.0)  # type: ignore[arg-type]
                 known = {pid: Program(pid, "sleep", "run", Role.RUN) for pid in pids}
                 runs = 20_000 // size + 20
@@ -112,7 +122,7 @@ def scan_costs(sleep: str) -> tuple[list[dict[str, Any]], float]:
                 steady = median(timed(reparenter.scan, runs))
                 listing = median(timed(children, runs))
 
-                def fresh_scan(supervisor: _StubSupervisor = supervisor,
+                def fresh_scan(supervisor: _StubHost = supervisor,
                                reparenter: Reparenter = reparenter) -> None:
                     supervisor.programs = {}
                     reparenter.scan()

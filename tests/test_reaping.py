@@ -68,10 +68,10 @@ def assert_exited(dinit: Dinit, code: int) -> None:
 
 def handled_orphans(dinit: Dinit) -> set[int]:
     """PIDs dinit says it reaped, terminated or saw finish as processes it did not start (§6.2)."""
-    warned = re.findall(rb"warning: \S+: (?:reaping process|terminating reparented child process) "
-                        rb"with PID (\d+)", dinit.stderr)
+    reported = re.findall(rb"(?:info: \S+: reaping process|warning: \S+: terminating reparented child "
+                          rb"process) with PID (\d+)", dinit.stderr)
     finished = re.findall(rb"info: [^/\s]+/(\d+): PID \1 finished with", dinit.stderr)
-    return {int(pid) for pid in warned + finished}
+    return {int(pid) for pid in reported + finished}
 
 
 @pytest.mark.parametrize(("pid1", "policy"), [(True, "terminate"), (False, "terminate"), (True, "ignore")],

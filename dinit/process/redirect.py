@@ -28,12 +28,14 @@ import contextlib
 import ctypes
 import errno
 import os
-import platform
 import signal
 import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from . import procfs
+from . import ptrace_arch as arch
 
 __all__ = ["RedirectError", "TargetExited", "redirect_stdio", "supported"]
 
@@ -66,11 +68,9 @@ class _Vanished(Exception):
     """A descendant went away while traced; it is simply skipped (its status is not ours to report)."""
 
 
-# -- kernel ABI (x86-64) ---------------------------------------------------------------------------
+# -- kernel ABI (generic; x86-64's own tables are in ptrace_arch) -------------------------------------
 
 _PTRACE_CONT = 7
-_PTRACE_GETREGS = 12
-_PTRACE_SETREGS = 13
 _PTRACE_DETACH = 17
 _PTRACE_SYSCALL = 24
 _PTRACE_GETSIGINFO = 0x4202
@@ -82,20 +82,8 @@ _PTRACE_O_TRACESYSGOOD = 1
 _PTRACE_EVENT_STOP = 128
 _SYSCALL_INFO_ENTRY = 1
 _SYSCALL_INFO_EXIT = 2
-_AUDIT_ARCH_X86_64 = 0xC000003E
 _WALL = 0x40000000
 _SYSCALL_STOP = signal.SIGTRAP | 0x80
-
-_NR_CLOSE = 3
-_NR_MMAP = 9
-_NR_MUNMAP = 11
-_NR_FCNTL = 72
-_NR_RESTART_SYSCALL = 219
-_NR_TGKILL = 234
-_NR_OPENAT = 257
-_NR_DUP3 = 292
-_NR_KCMP = 312
-_NR_I386_RESTART_SYSCALL = 0  # for a 64-bit process that used ``int $0x80``
 
 _ERESTARTSYS = 512
 _ERESTARTNOINTR = 513
@@ -109,9 +97,6 @@ _KCMP_FILE = 0
 _PAGE = 4096
 _PROT_READ_WRITE = 0x1 | 0x2
 _MAP_PRIVATE_ANONYMOUS = 0x02 | 0x20
-_USER_CS_64 = 0x33
-_SYSCALL_INSN = b"\x0f\x05"
-_INT80_INSN = b"\xcd\x80"
 _MASK64 = (1 << 64) - 1
 #: An injected syscall that reports one of these was interrupted before doing anything: run it again.
 #: (Not EINTR: a close() that says EINTR has closed the fd, and retrying could hit another thread's.)
@@ -121,18 +106,6 @@ _RETRIES = 5
 _DEFAULT_IGNORED = frozenset({signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH})
 #: How long a process in uninterruptible sleep is given to leave it before we give up on it.
 _D_STATE_GRACE = 0.05
-
-
-_REG_NAMES = (
-    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi",
-    "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs",
-)
-
-
-class _Regs(ctypes.Structure):
-    """``struct user_regs_struct`` of x86-64, field order as in the kernel's ``asm/user_64.h``."""
-
-    _fields_ = [(name, ctypes.c_ulong) for name in _REG_NAMES]
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -153,7 +126,7 @@ def _raw_syscall(nr: int, *args: int) -> int:
     if result == -1:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-    return result
+    return int(result)
 
 
 # -- public API -----------------------------------------------------------------------------------
@@ -162,14 +135,11 @@ def _raw_syscall(nr: int, *args: int) -> int:
 def supported() -> str | None:
     """None if this machine can redirect another process's stdio, else a one-line reason why not.
 
-    Register layout and syscall numbers are hard-wired for x86-64; other architectures would need
-    their own tables and, above all, testing on real hardware before being trusted with PID 1's children.
+    Register layout and syscall numbers come from ``ptrace_arch``, which has x86-64's only.
     """
-    machine = platform.machine()
-    if machine != "x86_64":
-        return f"stdio redirection needs x86-64, this is {machine or 'an unknown machine'}"
-    if struct.calcsize("P") != 8:
-        return "stdio redirection needs a 64-bit Python"
+    reason = arch.unsupported()
+    if reason is not None:
+        return reason
     if not os.path.isdir("/proc/self/fd"):
         return "stdio redirection needs /proc"
     return None
@@ -218,36 +188,6 @@ def redirect_stdio(pid: int, stdout_path: str, stderr_path: str) -> list[int]:
 # -- which descendants share the target's stdout/stderr -------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of every thread of ``pid`` (``/proc/.../children``), or [] if it is gone."""
-    found: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as file:
-                found.extend(int(child) for child in file.read().split())
-        except OSError:
-            continue
-    return found
-
-
-def _descendants(pid: int) -> list[int]:
-    """All descendants of ``pid``, breadth first (parents before their children)."""
-    seen: set[int] = {pid}
-    order: list[int] = []
-    queue = [pid]
-    while queue:
-        for child in _children(queue.pop(0)):
-            if child not in seen:
-                seen.add(child)
-                order.append(child)
-                queue.append(child)
-    return order
-
-
 def _same_description(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     """True if the two fds are one open file description (same pipe end, same file offset, ...).
 
@@ -255,7 +195,7 @@ def _same_description(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     inode plus the open flags is a close enough stand-in.
     """
     try:
-        return _raw_syscall(_NR_KCMP, pid1, pid2, _KCMP_FILE, fd1, fd2) == 0
+        return _raw_syscall(arch.NR_KCMP, pid1, pid2, _KCMP_FILE, fd1, fd2) == 0
     except OSError as error:
         if error.errno not in (errno.ENOSYS, errno.EPERM, errno.EACCES):
             return False  # EBADF (fd closed), ESRCH (process gone): not shared
@@ -290,7 +230,7 @@ def _sharing_descendants(pid: int, paths: dict[int, str]) -> dict[int, dict[int,
     differ keeps writing where its parent's stdout goes).
     """
     result: dict[int, dict[int, str]] = {}
-    for descendant in _descendants(pid):
+    for descendant in procfs.descendants(pid):
         fd_paths: dict[int, str] = {}
         for fd in (1, 2):
             for source in (fd, 3 - fd):
@@ -303,24 +243,6 @@ def _sharing_descendants(pid: int, paths: dict[int, str]) -> dict[int, dict[int,
 
 
 # -- /proc facts ----------------------------------------------------------------------------------
-
-
-def _state(pid: int) -> tuple[str, int, int]:
-    """(state letter, parent pid, thread count) from ``/proc/<pid>/stat``; raises OSError if gone."""
-    with open(f"/proc/{pid}/stat", "rb") as file:
-        data = file.read()
-    fields = data[data.rindex(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[1]), int(fields[17])
-
-
-def _status_field(pid: int, name: str) -> str:
-    """One field of ``/proc/<pid>/status`` (e.g. TracerPid, SigBlk); '' if absent."""
-    with open(f"/proc/{pid}/status") as file:
-        for line in file:
-            key, _, value = line.partition(":")
-            if key == name:
-                return value.strip()
-    return ""
 
 
 def _precheck(pid: int) -> None:
@@ -337,8 +259,8 @@ def _precheck(pid: int) -> None:
     deadline = time.monotonic() + _D_STATE_GRACE
     while True:
         try:
-            state, _, threads = _state(pid)
-            tracer = int(_status_field(pid, "TracerPid") or 0)
+            state, _, threads = procfs.stat(pid)
+            tracer = int(procfs.status_field(pid, "TracerPid") or 0)
         except (OSError, ValueError, IndexError):
             raise RedirectError(f"process {pid} does not exist") from None
         if state in "ZX":
@@ -369,7 +291,7 @@ def _mappings(pid: int) -> list[tuple[int, int, str, str]]:
 def _signal_set(pid: int, name: str) -> int:
     """A bit set from /proc/<pid>/status: SigBlk, SigIgn, SigCgt (bit n-1 is signal n), CapEff..."""
     try:
-        return int(_status_field(pid, name) or "0", 16)
+        return int(procfs.status_field(pid, name) or "0", 16)
     except (OSError, ValueError):
         return 0
 
@@ -408,9 +330,9 @@ class _Tracee:
     def __init__(self, pid: int, primary: bool) -> None:
         self.pid = pid
         self.primary = primary
-        self.saved = _Regs()
+        self.saved = arch.Regs()
         self.syscall_insn = 0
-        self.restart_nr = _NR_RESTART_SYSCALL
+        self.restart_nr = arch.NR_RESTART_SYSCALL
         self.signals: list[_Signal] = []
         self.stopped = False
         self.at_entry = False
@@ -441,15 +363,15 @@ class _Tracee:
             err = ctypes.get_errno()
             if err:
                 raise OSError(err, os.strerror(err))
-        return result
+        return int(result)
 
-    def _getregs(self) -> _Regs:
-        regs = _Regs()
-        self._ptrace(_PTRACE_GETREGS, 0, ctypes.addressof(regs))
+    def _getregs(self) -> arch.Regs:
+        regs = arch.Regs()
+        self._ptrace(arch.PTRACE_GETREGS, 0, ctypes.addressof(regs))
         return regs
 
-    def _setregs(self, regs: _Regs) -> None:
-        self._ptrace(_PTRACE_SETREGS, 0, ctypes.addressof(regs))
+    def _setregs(self, regs: arch.Regs) -> None:
+        self._ptrace(arch.PTRACE_SETREGS, 0, ctypes.addressof(regs))
 
     def _resume(self, request: int, sig: int = 0) -> None:
         self._ptrace(request, 0, sig)
@@ -479,7 +401,7 @@ class _Tracee:
             return
         self.gone = True
         try:
-            parent = _state(self.pid)[1]
+            parent = procfs.stat(self.pid)[1]
         except (OSError, ValueError, IndexError):
             parent = 0
         if parent != os.getpid():
@@ -502,8 +424,8 @@ class _Tracee:
         """(op, nr-or-return value) of the current syscall stop, from PTRACE_GET_SYSCALL_INFO."""
         info = ctypes.create_string_buffer(88)
         self._ptrace(_PTRACE_GET_SYSCALL_INFO, len(info), ctypes.addressof(info))
-        op, arch = struct.unpack_from("<B3xI", info.raw)
-        if op in (_SYSCALL_INFO_ENTRY, _SYSCALL_INFO_EXIT) and arch != _AUDIT_ARCH_X86_64:
+        op, audit_arch = struct.unpack_from("<B3xI", info.raw)
+        if op in (_SYSCALL_INFO_ENTRY, _SYSCALL_INFO_EXIT) and audit_arch != arch.AUDIT_ARCH:
             raise RedirectError(f"process {self.pid} runs a non-x86-64 syscall ABI")
         (value,) = struct.unpack_from("<q", info.raw, 24)
         return op, value
@@ -546,7 +468,7 @@ class _Tracee:
         if error.errno == errno.ESRCH:
             raise RedirectError(f"process {self.pid} does not exist") from None
         try:
-            state = _state(self.pid)[0]
+            state = procfs.stat(self.pid)[0]
         except (OSError, ValueError, IndexError):
             raise RedirectError(f"process {self.pid} does not exist") from None
         if state in "ZX":
@@ -562,7 +484,7 @@ class _Tracee:
         if status >> 16 == 0 and os.WSTOPSIG(status) != _SYSCALL_STOP:
             self._record(status)  # a signal was on its way in: hold it back until we are done
         self.saved = self._getregs()
-        if self.saved.cs != _USER_CS_64:
+        if self.saved.cs != arch.USER_CS_64:
             raise RedirectError(f"process {self.pid} is a 32-bit process, which is not supported")
         try:
             self.mem = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
@@ -580,10 +502,10 @@ class _Tracee:
         if _signed(self.saved.orig_rax) >= 0 and self.saved.rip >= 2:
             with contextlib.suppress(OSError):
                 previous = self._peek(self.saved.rip - 2, 2)
-                if previous == _SYSCALL_INSN:
-                    return self.saved.rip - 2
-                if previous == _INT80_INSN:
-                    self.restart_nr = _NR_I386_RESTART_SYSCALL
+                if previous == arch.SYSCALL_INSN:
+                    return int(self.saved.rip) - 2
+                if previous == arch.INT80_INSN:
+                    self.restart_nr = arch.NR_I386_RESTART_SYSCALL
         try:
             maps = _mappings(self.pid)
         except OSError as error:
@@ -606,7 +528,7 @@ class _Tracee:
                 data = self._peek(address, min(chunk + 1, end - address))
             except OSError:
                 return None
-            index = data.find(_SYSCALL_INSN)
+            index = data.find(arch.SYSCALL_INSN)
             if index >= 0:
                 return address + index
             if len(data) <= 1:
@@ -619,11 +541,11 @@ class _Tracee:
     def syscall(self, nr: int, *args: int) -> int:
         """Run one syscall inside the tracee and return its result (negative errno on failure)."""
         for _ in range(_RETRIES):
-            regs = _Regs.from_buffer_copy(self.saved)
+            regs = arch.Regs.from_buffer_copy(self.saved)
             regs.rip = self.syscall_insn
             regs.rax = nr
             regs.orig_rax = _MASK64  # -1: not in a syscall, so the kernel applies no restart fix-up
-            for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+            for name, value in zip(arch.ARGUMENT_REGISTERS, args, strict=False):
                 setattr(regs, name, value & _MASK64)
             self._setregs(regs)
             entered = self._run_to(_SYSCALL_INFO_ENTRY)
@@ -642,7 +564,7 @@ class _Tracee:
     def redirect(self, fd_paths: dict[int, str]) -> None:
         """Point each fd of ``fd_paths`` at an O_WRONLY open of its path, all opens before any change."""
         page = self._checked("mmap", self.syscall(
-            _NR_MMAP, 0, _PAGE, _PROT_READ_WRITE, _MAP_PRIVATE_ANONYMOUS, -1, 0))
+            arch.NR_MMAP, 0, _PAGE, _PROT_READ_WRITE, _MAP_PRIVATE_ANONYMOUS, -1, 0))
         try:
             opened: dict[int, int] = {}
             try:
@@ -651,12 +573,12 @@ class _Tracee:
                     os.pwrite(self.mem, os.fsencode(path) + b"\0", address)
                     opened[fd] = self._open(address, path)
                 for fd, temporary in opened.items():
-                    self._checked(f"dup3 onto fd {fd}", self.syscall(_NR_DUP3, temporary, fd, 0))
+                    self._checked(f"dup3 onto fd {fd}", self.syscall(arch.NR_DUP3, temporary, fd, 0))
             finally:
                 for temporary in opened.values():
-                    self._cleanup(_NR_CLOSE, temporary)
+                    self._cleanup(arch.NR_CLOSE, temporary)
         finally:
-            self._cleanup(_NR_MUNMAP, page, _PAGE)
+            self._cleanup(arch.NR_MUNMAP, page, _PAGE)
 
     def _cleanup(self, nr: int, *args: int) -> None:
         """An undo step that must not hide the error being handled; pointless once the tracee is gone."""
@@ -671,24 +593,24 @@ class _Tracee:
         mean the program had closed a std fd, and dup3 onto itself is an error: move it up.
         """
         flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-        result = self.syscall(_NR_OPENAT, _AT_FDCWD, address, flags, 0)
+        result = self.syscall(arch.NR_OPENAT, _AT_FDCWD, address, flags, 0)
         if result == -errno.ENXIO:
             raise RedirectError(f"nobody has {path} open for reading")
         fd = self._checked(f"opening {path}", result)
         if fd < 3:
-            moved = self.syscall(_NR_FCNTL, fd, _F_DUPFD_CLOEXEC, 3)
-            self.syscall(_NR_CLOSE, fd)
+            moved = self.syscall(arch.NR_FCNTL, fd, _F_DUPFD_CLOEXEC, 3)
+            self.syscall(arch.NR_CLOSE, fd)
             fd = self._checked("fcntl(F_DUPFD_CLOEXEC)", moved)
         try:
-            self._checked("fcntl(F_SETFL)", self.syscall(_NR_FCNTL, fd, _F_SETFL, 0))
+            self._checked("fcntl(F_SETFL)", self.syscall(arch.NR_FCNTL, fd, _F_SETFL, 0))
         except RedirectError:
-            self._cleanup(_NR_CLOSE, fd)
+            self._cleanup(arch.NR_CLOSE, fd)
             raise
         return fd
 
     # -- restoring and detaching -----------------------------------------------------------------
 
-    def _restarted(self) -> _Regs:
+    def _restarted(self) -> arch.Regs:
         """The saved registers with the syscall-restart fix-up the kernel would have applied.
 
         At the interrupt stop the tracee sat inside get_signal() with the interrupted syscall's
@@ -696,7 +618,7 @@ class _Tracee:
         from a syscall-exit stop instead. (Detaching happens to send it through get_signal() again on
         current kernels, which then finds nothing to fix in these registers.)
         """
-        regs = _Regs.from_buffer_copy(self.saved)
+        regs = arch.Regs.from_buffer_copy(self.saved)
         if _signed(regs.orig_rax) < 0:
             return regs
         code = -_signed(regs.rax)
@@ -809,7 +731,7 @@ class _Tracee:
         sent = 0
         for held in self.signals:
             with contextlib.suppress(OSError):
-                _raw_syscall(_NR_TGKILL, self.pid, self.pid, held.number)
+                _raw_syscall(arch.NR_TGKILL, self.pid, self.pid, held.number)
                 sent += 1
         return sent > 0
 

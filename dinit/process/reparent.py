@@ -5,25 +5,48 @@ Reparenting sends no signal to the new parent, so orphans are found by reading d
 A candidate younger than 10 ms is looked at again shortly, so a process caught between ``fork`` and
 ``exec`` is named by what it runs. dinit's own programs are registered in the same loop iteration that
 spawns them, before any scan can run, so they are never mistaken for orphans.
+
+The reparenter knows the supervisor only as a ``ReparentHost``. Scans run only from the loop's timer,
+never from inside a call into the host, so a scan never runs inside another: what a scan sets off
+(teardown, a zombie to reap) is scheduled, not done on the spot.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import Policy
 from ..log import logger
-from ..loop import Timer
-from .programs import Program, Role, children, cmdline, program_name, state_and_age
+from .procfs import children, cmdline, program_name, state_and_age
+from .programs import Program, Role
 
 if TYPE_CHECKING:
-    from ..lifecycle.supervisor import Supervisor
+    from ..loop import Loop, Timer
+    from ..output.multiplexer import Multiplexer
 
 SCAN_INTERVAL = 0.5
 TEARDOWN_SCAN_INTERVAL = 0.05
 MIN_AGE = 0.010
+
+
+class ReparentHost(Protocol):
+    """What the reparenter needs of the supervisor, and nothing more."""
+
+    loop: Loop
+    mux: Multiplexer
+
+    @property
+    def terminating(self) -> bool: ...
+    def known(self, pid: int) -> bool: ...                  # a PID dinit already tracks
+    def add_program(self, program: Program) -> None: ...    # the one way any program gets registered
+    def programs_with_role(self, *roles: Role) -> list[Program]: ...
+    def terminate(self, program: Program) -> None: ...      # SIGTERM, remembered as caused by dinit
+    def kill(self, program: Program) -> None: ...           # SIGKILL if still registered
+    def exited(self, pid: int, status: int) -> None: ...    # an exit status is known (e.g. from ptrace)
+    def reap_soon(self) -> None: ...                        # schedule a reap on the loop (0 delay)
 
 
 def _exited(pid: int) -> bool:
@@ -35,56 +58,61 @@ def _exited(pid: int) -> bool:
 
 
 class Reparenter:
-    """Detects reparented processes and handles them by policy, on the supervisor's loop."""
+    """Detects reparented processes and handles them by policy, on the host's loop."""
 
-    def __init__(self, supervisor: Supervisor, policy: Policy, kill_timeout: float) -> None:
-        self._supervisor = supervisor
+    def __init__(self, host: ReparentHost, policy: Policy, kill_timeout: float) -> None:
+        self._host = host
         self._policy = policy
         self._kill_timeout = kill_timeout
         self._interval = SCAN_INTERVAL
         self._timer: Timer | None = None
         self._fifo_dir: str | None = None
+        #: Whether the running scan found a zombie, to be reaped once it is over.
+        self._zombie_seen = False
 
     def start(self) -> None:
         self._schedule(self._interval)
 
     def teardown(self) -> None:
         """From now on scan fast, terminate every orphan found, and terminate the ones kept so far
-        (ignored or adopted) so dinit can exit once they are gone (§5.2)."""
+        (ignored or adopted) so dinit can exit once they are gone (§5.2). The first fast scan is
+        scheduled at once, not run here: teardown may be called from inside a scan."""
         self._interval = TEARDOWN_SCAN_INTERVAL
-        for program in list(self._supervisor.programs.values()):
-            if program.role in (Role.ORPHAN, Role.ADOPTED) and not program.signalled:
+        for program in self._host.programs_with_role(Role.ORPHAN, Role.ADOPTED):
+            if not program.signalled:
                 self._terminate(program)
-        self._tick()
+        self._schedule(0)
 
     def has_children(self) -> bool:
         return bool(children())
 
     def _schedule(self, delay: float) -> None:
+        """Scan after ``delay``, unless a scan is due sooner already."""
+        loop = self._host.loop
         if self._timer is not None:
+            if self._timer.when <= loop.time() + delay:
+                return
             self._timer.cancel()
-        self._timer = self._supervisor.loop.call_later(delay, self._tick)
+        self._timer = loop.call_later(delay, self._tick)
 
     def _tick(self) -> None:
-        """Scan now and schedule the next scan (replacing a pending one, e.g. the slower one that
-        was armed before teardown)."""
-        if self._timer is not None:
-            self._timer.cancel()
+        """Scan now, then schedule the next scan unless the scan asked for one already."""
         self._timer = None
         self.scan()
-        if self._timer is None:
-            self._schedule(self._interval)
+        self._schedule(self._interval)
 
     def scan(self) -> None:
-        """Handle every child dinit does not know yet."""
-        known = self._supervisor.programs
+        """Handle every child dinit does not know yet. Zombies among them are left to one reap on
+        the loop after the scan (which names them, ``reaping_unknown``)."""
         young = False
-        for pid in children().difference(known):
-            # Handling one orphan can start teardown, which scans at once: skip what that found.
-            if pid not in known:
+        self._zombie_seen = False
+        for pid in children():
+            if not self._host.known(pid):
                 young |= self._consider(pid)
         if young:
             self._schedule(MIN_AGE)
+        if self._zombie_seen:
+            self._host.reap_soon()
 
     def _consider(self, pid: int) -> bool:
         """Apply the policy to a new child; True if it is too young to judge yet."""
@@ -93,16 +121,16 @@ class Reparenter:
         except (OSError, ValueError, IndexError):
             return False
         if state == "Z":
-            self._supervisor.reap()
+            self._zombie_seen = True
             return False
         if age < MIN_AGE:
             return True
         command = cmdline(pid)
         name = program_name(pid, command)
-        policy = Policy.TERMINATE if self._supervisor.terminating else self._policy
+        policy = Policy.TERMINATE if self._host.terminating else self._policy
         role = Role.ADOPTED if policy is Policy.ADOPT else Role.ORPHAN
         program = Program(pid, name, str(pid), role)
-        self._supervisor.programs[pid] = program
+        self._host.add_program(program)
         detail = f": {command}" if command else ""
         if policy is Policy.TERMINATE:
             logger.warning(f"{program.label}: terminating reparented child process with PID {pid}{detail}")
@@ -115,15 +143,15 @@ class Reparenter:
         return False
 
     def reaping_unknown(self, pid: int) -> None:
-        """A child dinit never saw alive is about to be reaped: name it while /proc still can."""
+        """A child dinit never saw alive is about to be reaped: name it while /proc still can. Nothing
+        needed doing (it exited by itself), so this is information, not a warning (§16)."""
         name = program_name(pid, cmdline(pid))
-        logger.warning(f"{name}/{pid}: reaping process with PID {pid}")
+        logger.info(f"{name}/{pid}: reaping process with PID {pid}")
 
     def _terminate(self, program: Program) -> None:
         """SIGTERM now, SIGKILL after DINIT_KILL_TIMEOUT if it is still there (§6.2)."""
-        self._supervisor.terminate(program)
-        program.timers.append(self._supervisor.loop.call_later(
-            self._kill_timeout, self._supervisor.kill, program))
+        self._host.terminate(program)
+        program.timers.append(self._host.loop.call_later(self._kill_timeout, self._host.kill, program))
 
     # -- adoption with output capture ---------------------------------------------------------------
 
@@ -136,33 +164,51 @@ class Reparenter:
             logger.warning(f"{program.label}: not redirecting output: {reason}")
             return
         try:
-            paths = self._fifos(program.pid)
-        except OSError as error:  # e.g. a read-only file system everywhere a FIFO could go
-            logger.warning(f"{program.label}: not redirecting output: cannot make FIFOs: {error}")
+            reads, paths, release = self._capture_ends(program.pid)
+        except OSError as error:
+            logger.warning(f"{program.label}: not redirecting output: {error}")
             return
-        fds: list[int] = []
         try:
-            for path in paths:
-                fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
             redirect.redirect_stdio(program.pid, *paths)
         except (OSError, redirect.RedirectError, redirect.TargetExited) as error:
-            for fd in fds:
+            for fd in reads:
                 os.close(fd)
             self._not_redirected(program, error)
             return
         finally:
+            release()
+        mux = self._host.mux
+        mux.add(reads[0], program.name, program.stage, is_stdout=True, owner=program.pid)
+        mux.add(reads[1], program.name, program.stage, is_stdout=False, owner=program.pid)
+
+    def _capture_ends(self, pid: int) -> tuple[list[int], tuple[str, str], Callable[[], None]]:
+        """Read ends for dinit's stdout and stderr streams of ``pid``, the paths the target opens for
+        writing, and what to undo once it has. FIFOs come first: a daemon running as another user
+        can open them (mode 0622). Where no directory can hold a FIFO (§16), the paths are dinit's
+        own pipe write ends as ``/proc/<dinit>/fd/<n>``, which need no writable file system but
+        ptrace-like access to dinit, so only a target of dinit's own user (root) can open them."""
+        try:
+            paths = self._fifos(pid)
+        except OSError as error:
+            logger.debug(f"no FIFOs for PID {pid} ({error}): its output goes through /proc/{os.getpid()}/fd")
+            return _proc_pipes()
+        reads: list[int] = []
+        try:
             for path in paths:
-                os.unlink(path)
-        mux = self._supervisor.mux
-        mux.add(fds[0], program.name, program.stage, is_stdout=True, owner=program.pid)
-        mux.add(fds[1], program.name, program.stage, is_stdout=False, owner=program.pid)
+                reads.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        except OSError:
+            for fd in reads:
+                os.close(fd)
+            _unlink(paths)
+            raise
+        return reads, paths, lambda: _unlink(paths)
 
     def _not_redirected(self, program: Program, error: Exception) -> None:
         """Adoption goes on without redirection; a target that exited meanwhile is reaped already."""
         from .redirect import TargetExited
 
         if isinstance(error, TargetExited):
-            self._supervisor.exited(error.pid, error.status)
+            self._host.exited(error.pid, error.status)
             return
         # A process that already exited needs no redirection; only a refusal is worth a warning.
         report = logger.debug if _exited(program.pid) else logger.warning
@@ -179,9 +225,7 @@ class Reparenter:
                 os.mkfifo(path)
                 os.chmod(path, 0o622)
         except OSError:
-            for path in paths:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+            _unlink(paths)
             raise
         return paths
 
@@ -191,6 +235,28 @@ class Reparenter:
             import shutil
 
             shutil.rmtree(self._fifo_dir, ignore_errors=True)
+
+
+def _unlink(paths: tuple[str, ...]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _proc_pipes() -> tuple[list[int], tuple[str, str], Callable[[], None]]:
+    """Two pipes whose write ends the target opens as ``/proc/<dinit>/fd/<n>`` (a new open of the
+    same pipe, like a FIFO's); dinit closes its own write ends once the target has opened them."""
+    from ..output.multiplexer import make_pipe
+
+    ends = (make_pipe(), make_pipe())
+    me = os.getpid()
+    paths = (f"/proc/{me}/fd/{ends[0][1]}", f"/proc/{me}/fd/{ends[1][1]}")
+
+    def release() -> None:
+        for _, write_end in ends:
+            os.close(write_end)
+
+    return [read_end for read_end, _ in ends], paths, release
 
 
 def _fifo_directory() -> str:

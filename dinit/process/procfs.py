@@ -1,0 +1,136 @@
+"""What dinit reads about processes from ``/proc``: state, age, parent, children, descendants, command
+line, name, session (§6). One module, so dinit's programs, reparenting and redirection agree on how a
+fact is read (e.g. what a zombie leader with live threads is).
+
+Every reader raises OSError when the process is gone unless its docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[bytes]:
+    """Fields of /proc/<pid>/stat after the command name (which may contain spaces and parens):
+    index 0 is the state, 1 the parent, 3 the session, 17 the thread count, 19 the start time."""
+    with open(f"/proc/{pid}/stat", "rb") as file:
+        data = file.read()
+    return data[data.rindex(b")") + 2:].split()
+
+
+def stat(pid: int) -> tuple[str, int, int]:
+    """(state letter, parent PID, thread count), the state as the kernel shows it."""
+    fields = _stat_fields(pid)
+    return fields[0].decode(), int(fields[1]), int(fields[17])
+
+
+def state_and_age(pid: int) -> tuple[str, float]:
+    """The process state letter and its age in seconds, at least: the start time is counted in clock
+    ticks, rounded down, so one tick is taken off. ``Z`` means every thread has exited: a main
+    thread that exited while other threads run shows ``Z`` too, but that process is alive, so it
+    gets its live state ``R`` here."""
+    fields = _stat_fields(pid)
+    started = (int(fields[19]) + 1) / _CLOCK_TICKS
+    state = fields[0].decode()
+    if state == "Z" and int(fields[17]) > 1:  # num_threads: a zombie leader counts itself
+        state = "R"
+    return state, time.clock_gettime(time.CLOCK_BOOTTIME) - started
+
+
+def session_of(pid: int) -> int:
+    """The session ID of a process."""
+    return int(_stat_fields(pid)[3])
+
+
+def session_members(session: int) -> list[int]:
+    """Every process whose session ID is ``session`` (zombies included); never raises."""
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if session_of(int(name)) == session:
+                    members.append(int(name))
+    return members
+
+
+def status_field(pid: int, name: str) -> str:
+    """One field of ``/proc/<pid>/status`` (e.g. TracerPid, SigBlk, CapEff); '' if absent."""
+    with open(f"/proc/{pid}/status") as file:
+        for line in file:
+            key, _, value = line.partition(":")
+            if key == name:
+                return value.strip()
+    return ""
+
+
+def children(pid: int | str = "self") -> set[int]:
+    """Direct children of every thread of a process (dinit's own by default), living or zombie, from
+    the threads' children lists: one small read each, no walk of /proc. Empty if it is gone."""
+    pids: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return pids
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as file:
+                pids.update(map(int, file.read().split()))
+        except OSError:
+            continue
+    return pids
+
+
+def descendants(pid: int) -> list[int]:
+    """All descendants of ``pid``, breadth first (parents before their children); never raises."""
+    seen: set[int] = {pid}
+    order: list[int] = []
+    queue = [pid]
+    while queue:
+        for child in sorted(children(queue.pop(0))):
+            if child not in seen:
+                seen.add(child)
+                order.append(child)
+                queue.append(child)
+    return order
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
+
+
+def cmdline(pid: int) -> str:
+    """The command line with arguments joined by spaces (empty for zombies and kernel threads, and
+    when gone). A process whose main thread has exited shows none of its own: a live thread's is
+    read then."""
+    data = _read(f"/proc/{pid}/cmdline")
+    if not data:
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                if data := _read(f"/proc/{pid}/task/{task}/cmdline"):
+                    break
+    return os.fsdecode(data.rstrip(b"\0").replace(b"\0", b" "))
+
+
+def comm(pid: int) -> str:
+    """The kernel's short name of a process (``/proc/<pid>/comm``), readable for zombies too; '' if
+    gone."""
+    return os.fsdecode(_read(f"/proc/{pid}/comm").removesuffix(b"\n"))
+
+
+def program_name(pid: int, command: str) -> str:
+    """The name a reparented process is labelled with (§6.2, §16): the last path part of the first
+    word of its command line with one trailing ``:`` removed -- a daemon that set its process title
+    (``nginx: master process``, ``postgres: checkpointer``) is named by its program, not the title --
+    else its ``comm``."""
+    words = command.split(maxsplit=1)
+    if words and (name := words[0].rsplit("/", 1)[-1].removesuffix(":")):
+        return name
+    return comm(pid) or "unknown"
