@@ -86,7 +86,7 @@ def test_size_rotation_keeps_the_newest_num_files(tmp_path: Path) -> None:
     assert [ARCHIVE.fullmatch(path.name) is not None for path in kept] == [True] * 3
     assert [path.read_bytes() for path in kept] == [b"".join(lines[n:n + 10]) for n in (70, 80, 90)]
     assert (tmp_path / "log" / "current").read_bytes() == b""
-    assert {oct(path.stat().st_mode & 0o777) for path in kept} == {"0o744"}  # svlogd: finished
+    assert {oct(path.stat().st_mode & 0o777) for path in kept} == {"0o755"}  # svlogd: finished
     assert (tmp_path / "log" / "lock").exists()
 
 
@@ -124,7 +124,7 @@ def test_a_line_longer_than_size_gets_a_file_of_its_own(tmp_path: Path, length: 
 
 def test_gzip_archives_decompress_to_the_exact_bytes(tmp_path: Path) -> None:
     """-z: archives are ``.s.gz`` and decompress to exactly what was written (any bytes, CRs, tabs,
-    invalid UTF-8); no intermediate ``previous``/``processed`` file is left."""
+    invalid UTF-8); no ``.u``/``.t`` file of the way is left."""
     lines = [bytes([n % 256 for n in range(start, start + 40) if n % 256 != 10]) + b"\r\t\xff\n"
              for start in range(0, 4000, 37)]
     data = b"".join(lines)
@@ -136,6 +136,21 @@ def test_gzip_archives_decompress_to_the_exact_bytes(tmp_path: Path) -> None:
     assert everything(tmp_path / "log") == data
     assert sorted(path.name for path in (tmp_path / "log").iterdir() if not path.name.startswith("@")) \
         == ["current", "lock"]
+
+
+def test_archiving_a_killed_run_left_half_done_is_finished(tmp_path: Path) -> None:
+    """A ``.u`` (rotated, not compressed yet) is compressed at start; a ``.t`` (half compressed) is
+    removed; new archives sort after the old labels."""
+    directory = tmp_path / "log"
+    directory.mkdir()
+    label = "@4000000065000000" + "00000000"
+    (directory / f"{label}.u").write_bytes(b"old line\n")
+    (directory / f"{label}.t").write_bytes(b"\x1f\x8b half")
+    result = feed(directory, b"new line\n", "-z", "-s", "5")
+    assert result.returncode == 0, result.stderr
+    names = [path.name for path in archives(directory)]
+    assert names[0] == f"{label}.s.gz" and len(names) == 2
+    assert everything(directory) == b"old line\nnew line\n"
 
 
 def test_tee_copies_every_line_to_stdout(tmp_path: Path) -> None:

@@ -45,7 +45,8 @@ TAI_OFFSET = (1 << 62) + 10  # TAI64 label of the Unix epoch, as libtai/svlogd w
 FULL = (errno.ENOSPC, errno.EDQUOT)
 RETRY_FIRST, RETRY_LONGEST = 0.01, 1.0  # seconds between attempts while the disk is full
 
-CURRENT, LOCK, PREVIOUS, PROCESSED = "current", "lock", "previous", "processed"
+CURRENT, LOCK = "current", "lock"
+FINISHED = 0o755  # svlogd chmods a rotated file to this
 
 
 class Fatal(Exception):
@@ -57,10 +58,11 @@ class UsageError(Exception):
 
 
 class Options:
-    """The command line; defaults are svlogd's (``s`` 99999 bytes, ``n`` 10), 0 turns a limit off."""
+    """The command line; defaults are svlogd's (runit 2.1.2: ``s`` 1000000 bytes, ``n`` 10; 0 turns a
+    limit off)."""
 
     def __init__(self) -> None:
-        self.size = 99999
+        self.size = 1_000_000
         self.count = 10
         self.total = 0
         self.age = 0.0
@@ -123,10 +125,11 @@ def say(message: str) -> None:
         pass
 
 
-def is_archive(name: str) -> bool:
-    """``@`` + 24 hex digits + ``.s``/``.u`` (svlogd) or ``.s.gz`` (ours with -z)."""
+def is_archive(name: str, suffixes: tuple[str, ...] = ("s", "s.gz")) -> bool:
+    """``@`` + 24 hex digits + ``.s`` (svlogd) or ``.s.gz`` (ours with -z); with other ``suffixes``,
+    svlogd's processor files: ``.u`` (rotated, not yet processed) and ``.t`` (being processed)."""
     stem, dot, suffix = name.partition(".")
-    if len(stem) != 25 or stem[0] != "@" or suffix not in ("s", "u", "s.gz") or not dot:
+    if len(stem) != 25 or stem[0] != "@" or suffix not in suffixes or not dot:
         return False
     try:
         int(stem[1:], 16)
@@ -174,23 +177,22 @@ class Logger:
             fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise Fatal(f"{path}: locked by another logger") from None
-        for name in os.listdir(self.dir_fd):
-            if is_archive(name) and name > self.newest:
-                self.newest = name[:25]
-        if self._exists(PROCESSED):
-            os.unlink(PROCESSED, dir_fd=self.dir_fd)
-        if self._exists(PREVIOUS):
-            self._archive_previous()
+        self._recover()
         self._open_current()
         if self.size and os.pread(self.fd, 1, self.size - 1) != b"\n":
             self._write_file(b"\n")  # a crash cut the last line: never glue the next one to it
 
-    def _exists(self, name: str) -> bool:
-        try:
-            os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return True
+    def _recover(self) -> None:
+        """Find the newest label; finish the archiving a killed run left half done (``.u``/``.t``)."""
+        names = sorted(os.listdir(self.dir_fd))
+        for name in names:
+            if is_archive(name, ("s", "s.gz", "u", "t")):
+                self.newest = max(self.newest, name[:25])
+            if is_archive(name, ("t",)):
+                os.unlink(name, dir_fd=self.dir_fd)
+        for name in names:
+            if is_archive(name, ("u",)):
+                self._archive(name[:25])
 
     def _open_current(self) -> None:
         def open_it() -> None:
@@ -318,16 +320,14 @@ class Logger:
         if not self.size or self.mid_line:
             return
         self._retrying(CURRENT, lambda: os.fsync(self.fd))
-        os.fchmod(self.fd, 0o744)  # svlogd's mark of a finished file
+        os.fchmod(self.fd, FINISHED)
         label = self._label()
-        if self.options.gzip:
-            os.rename(CURRENT, PREVIOUS, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
-        else:
-            os.rename(CURRENT, label + ".s", src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        os.rename(CURRENT, label + (".u" if self.options.gzip else ".s"),
+                  src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         os.close(self.fd)
         self.fd = -1
         if self.options.gzip:
-            self._archive_previous(label)
+            self._archive(label)
         self._retrying(".", lambda: os.fsync(self.dir_fd))
         self._open_current()
         self._prune()
@@ -340,22 +340,22 @@ class Logger:
         self.newest = label
         return label
 
-    def _archive_previous(self, label: str | None = None) -> None:
-        """Turn ``previous`` into an archive: gzip it with -z (via ``processed``), else rename it."""
-        label = label or self._label()
+    def _archive(self, label: str) -> None:
+        """Turn ``<label>.u`` into an archive: gzip it with -z, else (a -z run was killed, this one has
+        no -z) just rename it to ``.s``."""
         if not self.options.gzip:
-            os.rename(PREVIOUS, label + ".s", src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            os.rename(label + ".u", label + ".s", src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
             return
-        self._retrying(PROCESSED, lambda: self._compress(label + ".s.gz"))
-        os.unlink(PREVIOUS, dir_fd=self.dir_fd)
+        self._retrying(label + ".t", lambda: self._compress(label))
+        os.unlink(label + ".u", dir_fd=self.dir_fd)
 
-    def _compress(self, name: str) -> None:
-        """gzip ``previous`` into ``processed``, fsync, rename to ``name``; a failure leaves
-        ``previous`` whole, so the attempt can simply be repeated."""
+    def _compress(self, label: str) -> None:
+        """gzip ``.u`` into ``.t``, fsync, rename to ``.s.gz`` (svlogd's processor steps); a failure
+        leaves ``.u`` whole, so the attempt can simply be repeated."""
         import gzip  # only with -z: it costs start-up time and memory
 
-        source = os.open(PREVIOUS, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.dir_fd)
-        target = os.open(PROCESSED, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644,
+        source = os.open(label + ".u", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.dir_fd)
+        target = os.open(label + ".t", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644,
                          dir_fd=self.dir_fd)
         try:
             with open(target, "wb", closefd=False) as raw:
@@ -364,10 +364,10 @@ class Logger:
                         packed.write(chunk)
                 raw.flush()
                 os.fsync(target)
-            os.fchmod(target, 0o744)
-            os.rename(PROCESSED, name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            os.fchmod(target, FINISHED)
+            os.rename(label + ".t", label + ".s.gz", src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except BaseException:
-            os.unlink(PROCESSED, dir_fd=self.dir_fd)
+            os.unlink(label + ".t", dir_fd=self.dir_fd)
             raise
         finally:
             os.close(source)
