@@ -86,7 +86,7 @@ def test_size_rotation_keeps_the_newest_num_files(tmp_path: Path) -> None:
     assert [ARCHIVE.fullmatch(path.name) is not None for path in kept] == [True] * 3
     assert [path.read_bytes() for path in kept] == [b"".join(lines[n:n + 10]) for n in (70, 80, 90)]
     assert (tmp_path / "log" / "current").read_bytes() == b""
-    assert {oct(path.stat().st_mode & 0o777) for path in kept} == {"0o755"}  # svlogd: finished
+    assert {oct(path.stat().st_mode & 0o777) for path in kept} == {"0o744"}  # as svlogd: closed properly
     assert (tmp_path / "log" / "lock").exists()
 
 
@@ -263,6 +263,7 @@ def test_eof_writes_the_last_line_with_a_newline(tmp_path: Path, command: tuple[
     result = feed(tmp_path / "log", b"a\nb", command=command)
     assert (result.returncode, result.stderr) == (0, b"")
     assert (tmp_path / "log" / "current").read_bytes() == b"a\nb\n"
+    assert (tmp_path / "log" / "current").stat().st_mode & 0o777 == 0o744  # svlogd: closed properly
 
 
 def test_a_restart_appends_and_never_glues_lines(tmp_path: Path) -> None:

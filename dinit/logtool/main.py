@@ -46,7 +46,7 @@ FULL = (errno.ENOSPC, errno.EDQUOT)
 RETRY_FIRST, RETRY_LONGEST = 0.01, 1.0  # seconds between attempts while the disk is full
 
 CURRENT, LOCK = "current", "lock"
-FINISHED = 0o755  # svlogd chmods a rotated file to this
+WRITING, FINISHED = 0o644, 0o744  # svlogd's modes: a file being written, and one closed properly
 
 
 class Fatal(Exception):
@@ -200,6 +200,7 @@ class Logger:
                               dir_fd=self.dir_fd)
 
         self._retrying(CURRENT, open_it)
+        os.fchmod(self.fd, WRITING)  # if this run is killed, svlogd will see current unfinished
         self.size = os.fstat(self.fd).st_size
         self.started = time.monotonic()
 
@@ -431,10 +432,12 @@ class Logger:
         self.finish()
 
     def finish(self) -> None:
-        """EOF or SIGTERM: the line in hand gets its newline; current is fsynced (not rotated)."""
+        """EOF or SIGTERM: the line in hand gets its newline; current is fsynced and marked finished
+        (not rotated: the next run appends to it, as svlogd does)."""
         if self.pending or self.mid_line:
             self.feed(b"\n")
         self._retrying(CURRENT, lambda: os.fsync(self.fd))
+        os.fchmod(self.fd, FINISHED)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
