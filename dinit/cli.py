@@ -179,6 +179,11 @@ def undo_locale_coercion() -> None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``dinit`` console script and ``python -m dinit``."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["log"]:  # ``dinit log ...`` is dinit-log (§15), a separate program
+        from .logtool.main import main as log_main
+
+        log_main(arguments[1:])
     undo_locale_coercion()
     prepare_own_fds()
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
