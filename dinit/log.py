@@ -127,10 +127,12 @@ def message(event: object, fields: MutableMapping[str, Any]) -> str:
 
 def _add_message(_logger: object, _method_name: str, event_dict: MutableMapping[str, Any]
                  ) -> MutableMapping[str, Any]:
-    """Replace the template by the message text; the given fields stay for the JSON form."""
+    """Replace the template by the message text; the given fields stay for the JSON form (one
+    named like a key dinit fills in gets a ``_`` rather than being overwritten)."""
     event = event_dict.pop("event", "")
-    event_dict["msg"] = message(event, event_dict)
-    return event_dict
+    text = message(event, event_dict)
+    fields = {f"{key}_" if key in _RESERVED else key: value for key, value in event_dict.items()}
+    return {**fields, "msg": text}
 
 
 def _add_time_level(_logger: object, method_name: str, event_dict: MutableMapping[str, Any]
