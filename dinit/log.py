@@ -71,9 +71,18 @@ def _safe(text: str) -> str:
     return _text(raw)
 
 
+def _str(value: object) -> str:
+    """``str(value)``, or a description of the value when its ``__str__`` fails: a message must not
+    take dinit down."""
+    try:
+        return str(value)
+    except Exception:
+        return object.__repr__(value)
+
+
 def _json_default(value: object) -> object:
     """What orjson cannot write as is: bytes as text, anything else by ``str()``."""
-    return _text(value) if isinstance(value, bytes | bytearray) else str(value)
+    return _text(value) if isinstance(value, bytes | bytearray) else _str(value)
 
 
 def _json_line(time: str, level: str, message: str, fields: MutableMapping[str, Any]) -> bytes:
@@ -97,7 +106,7 @@ def _jsonable(value: object) -> object:
     try:
         orjson.dumps(value, default=_json_default)
     except (TypeError, ValueError):
-        return _safe(value if isinstance(value, str) else str(value))
+        return _safe(value if isinstance(value, str) else _str(value))
     return value
 
 
@@ -113,12 +122,12 @@ def message(event: object, fields: MutableMapping[str, Any]) -> str:
         try:
             text = template.format(**fields)
         except Exception:  # any error of a template or of a value's __format__
-            extra = " ".join(f"{key}={value}" for key, value in fields.items()
+            extra = " ".join(f"{key}={_str(value)}" for key, value in fields.items()
                              if key not in ("service", "stage"))
             text = f"{template} {extra}" if extra else template
     service, stage = fields.get("service"), fields.get("stage")
     if service is not None:
-        text = f"{service}/{stage}: {text}" if stage is not None else f"{service}: {text}"
+        text = f"{_str(service)}/{_str(stage)}: {text}" if stage is not None else f"{_str(service)}: {text}"
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 

@@ -200,6 +200,19 @@ def test_invalid_utf8_still_gives_valid_json(out: Collector) -> None:
     assert obj["lone"] == "\\ud800"
 
 
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+    __format__ = None  # type: ignore[assignment]
+
+
+def test_values_that_cannot_be_printed_do_not_raise(out: Collector) -> None:
+    text, obj = both(out, "info", "x {v}", service=Unprintable(), v=Unprintable())
+    assert re.fullmatch(rb"<test_log.Unprintable object at 0x\w+>: x \{v\} v=<test_log.Unprintable .*>", text)
+    assert obj["msg"] == text.decode() and obj["v"].startswith("<test_log.Unprintable object")
+
+
 def test_reserved_names_do_not_overwrite(out: Collector) -> None:
     _, obj = both(out, "info", "m {msg}", msg="given", time=1, level="x", event="e")
     assert obj["msg"] == "m given"
