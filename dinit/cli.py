@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from . import __version__
 from . import log as own_log
-from .config import Config, ConfigError, ExitCodeMode, load, log_level_from
+from .config import Config, ConfigError, ExitCodeMode, load, log_format_from, log_level_from
 from .lifecycle.outcome import EXIT_ERROR, EXIT_OK, Outcome
 from .lifecycle.signals import STOP_SIGNALS
 from .lifecycle.supervisor import Supervisor
@@ -39,7 +39,7 @@ options:
   --             end of dinit's options; everything after is CMD and its arguments
 
 Configuration is by environment variables: DINIT_DIR, DINIT_JSON_STDOUT, DINIT_LOG_LEVEL,
-DINIT_REPARENTING_POLICY, DINIT_KILL_TIMEOUT, DINIT_TIMEOUT, DINIT_EXIT_CODE (see README).
+DINIT_LOG_FORMAT, DINIT_REPARENTING_POLICY, DINIT_KILL_TIMEOUT, DINIT_TIMEOUT, DINIT_EXIT_CODE (see README).
 """
 
 MAIN_SERVICE = "main"
@@ -75,7 +75,7 @@ class Dinit:
         self.stderr = Writer(2, "stderr")
         self.stdout.fallback, self.stderr.fallback = self.stderr, self.stdout
         self.stdout.on_closed = self.stderr.on_closed = self._stream_closed
-        own_log.setup(log_level_from(os.environ), self.stderr)
+        own_log.setup(log_level_from(os.environ), self.stderr, log_format_from(os.environ))
 
     def _stream_closed(self, writer: Writer, error: OSError) -> None:
         """Said once, on the other stream; the closed stream's lines go there from now on (§4.6)."""
@@ -84,7 +84,7 @@ class Dinit:
                                    f"lines to {other.name} from now on".encode()))
 
     def exit(self, code: int) -> NoReturn:
-        logger.info(f"dinit exiting with status {code}")
+        logger.info("dinit exiting with status {status}", status=code)
         self.stdout.close()
         self.stderr.close()
         os._exit(code)
@@ -107,7 +107,7 @@ class Dinit:
             config = load(os.environ)
         except ConfigError as error:
             self.fail(str(error))
-        own_log.setup(config.log_level, self.stderr)
+        own_log.setup(config.log_level, self.stderr, config.log_format)
         if os.getpid() != 1:
             logger.info(f"not running as a PID 1, but PID {os.getpid()}, registering as a process subreaper")
             try:

@@ -37,6 +37,8 @@ class ExitCodeMode(Enum):
 
 #: Log levels by rank; a message is shown when its rank is at or above the configured one.
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "none": 100}
+#: How dinit's own messages are written: the §7 text line, or one JSON object per line.
+LOG_FORMATS = ("text", "json")
 
 _BOOLEANS = {word: True for word in ("1", "true", "yes", "on")} | {
     word: False for word in ("0", "false", "no", "off")}
@@ -50,6 +52,7 @@ class Config(NamedTuple):
     directory: str = "/etc/service"
     json_stdout: bool = True
     log_level: str = "warning"
+    log_format: str = "text"
     policy: Policy = Policy.TERMINATE
     kill_timeout: float = 30.0
     timeout: float | None = None
@@ -91,6 +94,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DINIT_DIR": ("directory", _directory),
     "DINIT_JSON_STDOUT": ("json_stdout", _choice(_BOOLEANS, "1, true, yes, on, 0, false, no, off")),
     "DINIT_LOG_LEVEL": ("log_level", _choice(_LEVEL_NAMES, "none, error, warn, info, debug")),
+    "DINIT_LOG_FORMAT": ("log_format", _choice({name: name for name in LOG_FORMATS}, "text, json")),
     "DINIT_REPARENTING_POLICY": (
         "policy", _choice({p.value: p for p in Policy}, "terminate, adopt, ignore")),
     "DINIT_KILL_TIMEOUT": ("kill_timeout", _seconds),
@@ -106,6 +110,15 @@ def log_level_from(environ: Mapping[str, str]) -> str:
         return load(environ, only=("DINIT_LOG_LEVEL",)).log_level
     except ConfigError:
         return Config().log_level
+
+
+def log_format_from(environ: Mapping[str, str]) -> str:
+    """The log format alone, falling back to the default, so a config error line is already in the
+    format asked for (JSON for a log shipper) when that variable itself is valid."""
+    try:
+        return load(environ, only=("DINIT_LOG_FORMAT",)).log_format
+    except ConfigError:
+        return Config().log_format
 
 
 def load(environ: Mapping[str, str], only: tuple[str, ...] | None = None) -> Config:
