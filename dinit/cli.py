@@ -109,7 +109,8 @@ class Dinit:
             self.fail(str(error))
         own_log.setup(config.log_level, self.stderr, config.log_format)
         if os.getpid() != 1:
-            logger.info(f"not running as a PID 1, but PID {os.getpid()}, registering as a process subreaper")
+            logger.info("not running as a PID 1, but PID {pid}, registering as a process subreaper",
+                        pid=os.getpid())
             try:
                 become_subreaper()
             except OSError as error:
@@ -141,7 +142,7 @@ class Dinit:
 
 def _internal_error(supervisor: Supervisor, error: BaseException) -> None:
     """A bug must not leave the container half-alive: report it and tear down with exit code 1."""
-    logger.error(f"internal error: {error!r}")
+    logger.error("internal error: {error!r}", error=error)
     supervisor.teardown(Outcome.error())
 
 

@@ -119,7 +119,8 @@ class Multiplexer:
         except BlockingIOError:
             return 0
         except OSError as error:
-            logger.warning(f"{stream.name}/{stream.stage}: error reading output: {error.strerror}")
+            logger.warning("error reading output: {reason}", service=stream.name, stage=stream.stage,
+                           reason=error.strerror)
             chunk = b""
         if not chunk:
             self._close(stream)
@@ -145,8 +146,8 @@ class Multiplexer:
     def _emit(self, stream: Stream, block: bytes, cut: int) -> None:
         """Label a block of whole lines and queue it on the right writer."""
         if cut:
-            logger.warning(f"{stream.name}/{stream.stage}: line longer than {MAX_LINE} bytes,"
-                           " emitted in pieces")
+            logger.warning("line longer than {limit} bytes, emitted in pieces", service=stream.name,
+                           stage=stream.stage, limit=MAX_LINE)
         if not block:
             return
         time = timestamp()
@@ -165,7 +166,8 @@ class Multiplexer:
         hidden -- never dropped (§4.3)."""
         label = b"%s/%s: " % (stream.name.encode("utf-8", "surrogateescape"), stream.stage.encode())
         if log.enabled("warning"):
-            return b"".join(log.render("warning", label + b"not JSON stdout: " + line) for line in lines)
+            return b"".join(log.render("warning", label + b"not JSON stdout: " + line, service=stream.name,
+                                       stage=stream.stage, line=line) for line in lines)
         return b"".join(b"%s %s%s\n" % (time, label, line) for line in lines)
 
     def _close(self, stream: Stream) -> None:

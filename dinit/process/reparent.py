@@ -131,22 +131,23 @@ class Reparenter:
         role = Role.ADOPTED if policy is Policy.ADOPT else Role.ORPHAN
         program = Program(pid, name, str(pid), role)
         self._host.add_program(program)
-        detail = f": {command}" if command else ""
+        fields = {"service": name, "stage": pid, "pid": pid, "command": command,
+                  "detail": f": {command}" if command else ""}
         if policy is Policy.TERMINATE:
-            logger.warning(f"{program.label}: terminating reparented child process with PID {pid}{detail}")
+            logger.warning("terminating reparented child process with PID {pid}{detail}", **fields)
             self._terminate(program)
         elif policy is Policy.ADOPT:
-            logger.warning(f"{program.label}: adopting reparented child process with PID {pid}{detail}")
+            logger.warning("adopting reparented child process with PID {pid}{detail}", **fields)
             self._redirect(program)
         else:
-            logger.debug(f"{program.label}: ignoring reparented child process with PID {pid}{detail}")
+            logger.debug("ignoring reparented child process with PID {pid}{detail}", **fields)
         return False
 
     def reaping_unknown(self, pid: int) -> None:
         """A child dinit never saw alive is about to be reaped: name it while /proc still can. Nothing
         needed doing (it exited by itself), so this is information, not a warning (§16)."""
         name = program_name(pid, cmdline(pid))
-        logger.info(f"{name}/{pid}: reaping process with PID {pid}")
+        logger.info("reaping process with PID {pid}", service=name, stage=pid, pid=pid)
 
     def _terminate(self, program: Program) -> None:
         """SIGTERM now, SIGKILL after DINIT_KILL_TIMEOUT if it is still there (§6.2)."""
@@ -161,12 +162,14 @@ class Reparenter:
 
         reason = redirect.supported()
         if reason is not None:
-            logger.warning(f"{program.label}: not redirecting output: {reason}")
+            logger.warning("not redirecting output: {reason}", service=program.name, stage=program.stage,
+                           reason=reason)
             return
         try:
             reads, paths, release = self._capture_ends(program.pid)
         except OSError as error:
-            logger.warning(f"{program.label}: not redirecting output: {error}")
+            logger.warning("not redirecting output: {reason}", service=program.name, stage=program.stage,
+                           reason=error)
             return
         try:
             redirect.redirect_stdio(program.pid, *paths)
@@ -190,7 +193,8 @@ class Reparenter:
         try:
             paths = self._fifos(pid)
         except OSError as error:
-            logger.debug(f"no FIFOs for PID {pid} ({error}): its output goes through /proc/{os.getpid()}/fd")
+            logger.debug("no FIFOs for PID {pid} ({reason}): its output goes through /proc/{dinit}/fd",
+                         pid=pid, reason=error, dinit=os.getpid())
             return _proc_pipes()
         reads: list[int] = []
         try:
@@ -212,7 +216,8 @@ class Reparenter:
             return
         # A process that already exited needs no redirection; only a refusal is worth a warning.
         report = logger.debug if _exited(program.pid) else logger.warning
-        report(f"{program.label}: not redirecting output: {error}")
+        report("not redirecting output: {reason}", service=program.name, stage=program.stage,
+               reason=error)
 
     def _fifos(self, pid: int) -> tuple[str, str]:
         """Two fresh FIFOs the target can open for writing, whatever user it runs as. Raises OSError
