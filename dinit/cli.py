@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from . import __version__
 from . import log as own_log
-from .config import Config, ConfigError, ExitCodeMode, load, log_level_from
+from .config import Config, ConfigError, ExitCodeMode, FinishMode, load, log_level_from
 from .log import logger
 from .loop import Loop
 from .output.multiplexer import Multiplexer
@@ -119,8 +119,12 @@ class Dinit:
         if not services:
             logger.warning("no services found, exiting")
             self.exit(EXIT_OK)
+        if all(service.down for service in services):
+            names = ", ".join(service.name for service in services)
+            logger.warning(f"no services to start: every service has a down file ({names})")
+            self.exit(EXIT_OK)
         propagate = config.exit_code is ExitCodeMode.PROPAGATE or (
-            config.exit_code is None and bool(command) and len(services) == 1)
+            config.exit_code is None and bool(command) and sum(not service.down for service in services) == 1)
         self.exit(self._supervise(config, services, propagate))
 
     def _supervise(self, config: Config, services: list[Service], propagate: bool) -> int:
@@ -142,7 +146,8 @@ def _internal_error(supervisor: Supervisor, error: BaseException) -> None:
 
 def find_services(config: Config, command: list[str]) -> list[Service]:
     """The directory's services plus the command's ``main`` service, in name order."""
-    services = [] if command and not os.path.isdir(config.directory) else scan(config.directory)
+    skip_directory = command and not os.path.isdir(config.directory)
+    services = [] if skip_directory else scan(config.directory, config.finish is FinishMode.STOP)
     if command:
         if any(service.name == MAIN_SERVICE for service in services):
             raise ServiceError(f"{MAIN_SERVICE}: {config.directory}/{MAIN_SERVICE}: a service named "

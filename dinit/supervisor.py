@@ -20,6 +20,7 @@ from .config import Config
 from .log import logger
 from .loop import Loop
 from .output.multiplexer import Multiplexer, make_pipe
+from .process.exec_errors import explain
 from .process.programs import Program, Role, kill_session, signal_process
 from .process.reparent import Reparenter
 from .process.spawn import spawn
@@ -92,7 +93,7 @@ class Supervisor:
         self._propagate = propagate
         self._outcome: tuple[int, int] | None = None
         self._done = False
-        self._states = [ServiceState(service, os.environ) for service in services]
+        self._states = [ServiceState(service, os.environ) for service in services if not service.down]
         self._by_pid_state: dict[int, ServiceState] = {}
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.reparenter = Reparenter(self, config.policy, config.kill_timeout)
@@ -173,7 +174,7 @@ class Supervisor:
     def _exec_failed(self, label: str, path: str, error: OSError, command: bool = False) -> None:
         """An exec failure is a start-up error (exit 1); only dinit's own command propagates the
         status a shell would give (127 not found, 126 not executable)."""
-        logger.error(f"{label}: cannot run {path}: {error.strerror or error}")
+        logger.error(f"{label}: cannot run {path}: {explain(path, error)}")
         shell = _SHELL_CODES.get(error.errno or 0, EXIT_ERROR) if command else EXIT_ERROR
         self.teardown(EXIT_ERROR, shell)
 
@@ -268,7 +269,7 @@ class Supervisor:
             pid, out_read = self._spawn(state, hook, (hook,), state.service.directory, stage,
                                         self._devnull, state.pipe_write, env)
         except OSError as error:
-            logger.error(f"{state.name}/{stage}: cannot run {hook}: {error.strerror or error},"
+            logger.error(f"{state.name}/{stage}: cannot run {hook}: {explain(hook, error)},"
                          " sending SIGTERM instead")
             return False
         if out_read is not None:
