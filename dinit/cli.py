@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from . import __version__
 from . import log as own_log
-from .config import Config, ConfigError, ExitCodeMode, load, log_format_from, log_level_from
+from .config import Config, ConfigError, ExitCodeMode, FinishMode, load, log_format_from, log_level_from
 from .lifecycle.outcome import EXIT_ERROR, EXIT_OK, Outcome
 from .lifecycle.signals import STOP_SIGNALS
 from .lifecycle.supervisor import Supervisor
@@ -122,8 +122,12 @@ class Dinit:
         if not services:
             logger.warning("no services found, exiting")
             self.exit(EXIT_OK)
-        # Command mode without a service directory is the tini case: transparent (§17).
-        transparent = bool(command) and len(services) == 1
+        if all(service.down for service in services):
+            names = ", ".join(service.name for service in services)
+            logger.warning("no services to start: every service has a down file ({names})", names=names)
+            self.exit(EXIT_OK)
+        # Command mode without (runnable) directory services is the tini case: transparent (§17).
+        transparent = bool(command) and sum(not service.down for service in services) == 1
         propagate = config.exit_code is ExitCodeMode.PROPAGATE or (
             config.exit_code is None and transparent)
         self.exit(self._supervise(config, services, propagate, transparent))
@@ -148,7 +152,8 @@ def _internal_error(supervisor: Supervisor, error: BaseException) -> None:
 
 def find_services(config: Config, command: list[str]) -> list[Service]:
     """The directory's services plus the command's ``main`` service, in name order."""
-    services = [] if command and not os.path.isdir(config.directory) else scan(config.directory)
+    skip_directory = command and not os.path.isdir(config.directory)
+    services = [] if skip_directory else scan(config.directory, config.finish is FinishMode.STOP)
     if command:
         if any(service.name == MAIN_SERVICE for service in services):
             raise ServiceError(f"{MAIN_SERVICE}: {config.directory}/{MAIN_SERVICE}: a service named "

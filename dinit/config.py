@@ -28,6 +28,14 @@ class Policy(Enum):
     IGNORE = "ignore"
 
 
+class FinishMode(Enum):
+    """What ``S/finish`` is (§2): runit's clean-up program run after ``run`` exits, or (``stop``, the
+    meaning of tozd dinit < 0.2) the stop hook."""
+
+    RUNIT = "runit"
+    STOP = "stop"
+
+
 class ExitCodeMode(Enum):
     """How dinit's own exit code is chosen (§5.3, §9)."""
 
@@ -57,6 +65,7 @@ class Config(NamedTuple):
     kill_timeout: float = 30.0
     timeout: float | None = None
     exit_code: ExitCodeMode | None = None
+    finish: FinishMode = FinishMode.RUNIT
 
 
 def _choice(table: Mapping[str, T], accepted: str) -> Callable[[str, str], T]:
@@ -101,6 +110,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DINIT_TIMEOUT": ("timeout", _seconds),
     "DINIT_EXIT_CODE": (
         "exit_code", _choice({m.value: m for m in ExitCodeMode}, "propagate, summary")),
+    "DINIT_FINISH": ("finish", _choice({m.value: m for m in FinishMode}, "runit, stop")),
 }
 
 

@@ -254,6 +254,7 @@ INVALID = [
     ("DINIT_KILL_TIMEOUT", "-0.5", SECONDS),
     ("DINIT_TIMEOUT", "-3", SECONDS), ("DINIT_TIMEOUT", "soon", SECONDS),
     ("DINIT_EXIT_CODE", "sometimes", "accepted are propagate, summary"),
+    ("DINIT_FINISH", "hook", "accepted are runit, stop"),
 ]
 
 

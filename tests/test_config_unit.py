@@ -15,7 +15,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from dinit.config import Config, ConfigError, Policy, load, log_level_from
+from dinit.config import Config, ConfigError, FinishMode, Policy, load, log_level_from
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -27,6 +27,7 @@ CHOICES = {
     "DINIT_JSON_STDOUT": (*TRUE_WORDS, *FALSE_WORDS),
     "DINIT_LOG_LEVEL": ("none", "error", "warn", "info", "debug"),
     "DINIT_REPARENTING_POLICY": tuple(POLICIES),
+    "DINIT_FINISH": ("runit", "stop"),
 }
 
 
@@ -62,11 +63,12 @@ def test_defaults() -> None:
     assert config.kill_timeout == 30
     assert config.timeout is None
     assert config.exit_code is None
+    assert config.finish is FinishMode.RUNIT
 
 
 @pytest.mark.parametrize("variable", ["DINIT_DIR", "DINIT_JSON_STDOUT", "DINIT_LOG_LEVEL",
                                       "DINIT_REPARENTING_POLICY", "DINIT_KILL_TIMEOUT",
-                                      "DINIT_TIMEOUT", "DINIT_EXIT_CODE"])
+                                      "DINIT_TIMEOUT", "DINIT_EXIT_CODE", "DINIT_FINISH"])
 def test_empty_means_default(variable: str) -> None:
     """§1: an empty variable means its default, it is never an error; blanks alone count as empty
     (surrounding blanks are ignored in every value, so ``" info "`` is ``info``)."""
@@ -129,6 +131,15 @@ def test_policies(value: str, policy: Policy) -> None:
     assert load({"DINIT_REPARENTING_POLICY": value}).policy is policy
 
 
+# -- finish ----------------------------------------------------------------------------------------
+
+
+@given(any_case(("runit", "stop")))
+def test_finish_modes_any_case(value: str) -> None:
+    """§2: ``DINIT_FINISH=stop`` gives ``finish`` its older tozd meaning, ``runit`` (the default) runit's."""
+    assert load({"DINIT_FINISH": f" {value} "}).finish is FinishMode(value.lower())
+
+
 # -- invalid choices -------------------------------------------------------------------------------
 
 
@@ -152,6 +163,7 @@ def test_invalid_choice_rejected(variable: str, value: str) -> None:
     ("DINIT_JSON_STDOUT", "enabled"), ("DINIT_LOG_LEVEL", "verbose"), ("DINIT_LOG_LEVEL", "warnings"),
     ("DINIT_LOG_LEVEL", "trace"), ("DINIT_LOG_LEVEL", "3"), ("DINIT_REPARENTING_POLICY", "kill"),
     ("DINIT_REPARENTING_POLICY", "adopted"), ("DINIT_REPARENTING_POLICY", "none"),
+    ("DINIT_FINISH", "terminate"), ("DINIT_FINISH", "runsv"), ("DINIT_FINISH", "1"),
 ])
 def test_invalid_choice_examples(variable: str, value: str) -> None:
     """§1: near misses are rejected with the variable and the quoted value named."""

@@ -159,13 +159,15 @@ def test_down_file_at_default_level_silent(services: Services, tmp_path: Path) -
     assert dinit.own_lines(cause=False) == []
 
 
-@pytest.mark.parametrize(("file", "stage"), [("finish", "finish"), ("terminate", "term")])
-def test_stop_hook_names(services: Services, file: str, stage: str) -> None:
-    """§2: the stop hook may be named ``finish`` or ``terminate``; its output is labelled with stage
-    ``finish`` or ``term`` and it replaces SIGTERM (§5.2)."""
+@pytest.mark.parametrize(("file", "stage", "finish_mode"), [
+    ("terminate", "term", ""), ("terminate", "term", "runit"), ("terminate", "term", "stop"),
+    ("finish", "finish", "stop"), ("finish", "finish", "STOP")])
+def test_stop_hook_names(services: Services, file: str, stage: str, finish_mode: str) -> None:
+    """§2: the stop hook is ``terminate``, or ``finish`` under ``DINIT_FINISH=stop`` (tozd dinit < 0.2);
+    its output is labelled with stage ``term`` or ``finish`` and it replaces SIGTERM (§5.2)."""
     hook = 'echo "hook for $DINIT_PID" >&2\nkill "$DINIT_PID"\n'
     services.add("a", "exec sleep 1000\n", **{file: hook})
-    dinit = start(services, DINIT_LOG_LEVEL="info")
+    dinit = start(services, DINIT_LOG_LEVEL="info", DINIT_FINISH=finish_mode)
     [match] = dinit.wait_for(rb"a/run: running with PID (\d+)")
     dinit.signal(signal.SIGTERM)
     assert dinit.wait() == 0
@@ -173,6 +175,27 @@ def test_stop_hook_names(services: Services, file: str, stage: str) -> None:
     assert dinit.service_lines(f"a/{stage}") == [b"hook for " + pid]
     assert re.search(rb"a/" + stage.encode() + rb": running with PID \d+", dinit.stderr)
     assert b"a/run: sending SIGTERM" not in dinit.stderr
+
+
+@pytest.mark.parametrize("finish_mode", ["", "runit", " Runit "])
+def test_runit_finish_is_no_stop_hook(services: Services, tmp_path: Path, finish_mode: str) -> None:
+    """§2 (changed in turn 2): by default ``S/finish`` has runit's meaning, so it is *not* the stop
+    hook: at teardown ``run`` gets SIGTERM, and nothing of ``finish`` runs before that (a runit finish
+    that waits for its service used to make ``docker stop`` hang until SIGKILL). With a ``terminate``
+    too, that is the stop hook, and having both is no error."""
+    services.add("a", "exec sleep 1000\n", finish="exit 0\n")
+    services.add("b", "exec sleep 1000\n", finish="exit 0\n", terminate='kill "$DINIT_PID"\n')
+    dinit = start(services, DINIT_LOG_LEVEL="info", DINIT_FINISH=finish_mode)
+    [match] = dinit.wait_for(rb"a/run: running with PID (\d+)")
+    dinit.wait_for(rb"b/run: running with PID")
+    dinit.signal(signal.SIGTERM)
+    assert dinit.wait() == 0
+    info = dinit.messages("info")
+    sigterm = info.index(b"a/run: sending SIGTERM to PID " + match.group(1))
+    assert not any(line.startswith(b"a/finish") for line in info[:sigterm])
+    assert re.search(rb"b/term: running with PID \d+", dinit.stderr)
+    assert b"b/run: sending SIGTERM" not in dinit.stderr
+    assert dinit.messages("error") == []
 
 
 # -- broken service directories: one error line, exit 1, nothing started ---------------------------
@@ -332,12 +355,27 @@ def test_dangling_service_symlink(services: Services, tmp_path: Path) -> None:
     assert line.startswith(b"error: zz: ") and b"dangling symlink" in line
 
 
+@pytest.mark.parametrize("breaker", [_finish_not_executable, _finish_dangling],
+                         ids=["finish-not-executable", "finish-dangling"])
+def test_broken_finish_as_stop_hook(services: Services, tmp_path: Path,
+                                    breaker: Callable[[Path], tuple[Path, str]]) -> None:
+    """§2: under ``DINIT_FINISH=stop`` a broken ``finish`` (now the stop hook) is a broken directory
+    too (test_broken_last_service covers runit's meaning, the default)."""
+    marker = tmp_path / "started"
+    _good_services(services, marker)
+    path, reason = breaker(services.root / "zz")
+    dinit = run(services, DINIT_FINISH="stop")
+    _assert_nothing_started(dinit, marker)
+    assert dinit.own_lines() == [f"error: zz: {path}: {reason}".encode()]
+
+
 def test_both_finish_and_terminate(services: Services, tmp_path: Path) -> None:
-    """§2: having both ``finish`` and ``terminate`` is an error naming the service and its directory."""
+    """§2: under ``DINIT_FINISH=stop``, having both ``finish`` and ``terminate`` (two stop hooks) is an
+    error naming the service and its directory."""
     marker = tmp_path / "started"
     _good_services(services, marker)
     directory = services.add("zz", "exec sleep 1000\n", finish="exit 0\n", terminate="exit 0\n")
-    dinit = run(services)
+    dinit = run(services, DINIT_FINISH="stop")
     _assert_nothing_started(dinit, marker)
     assert dinit.own_lines() == [f"error: zz: {directory}: has both finish and terminate, keep one".encode()]
 
@@ -392,13 +430,27 @@ def test_missing_directory(tmp_path: Path, pid1: bool) -> None:
     assert dinit.own_lines() == [f"error: DINIT_DIR {missing}: no such directory".encode()]
 
 
-def test_directory_is_a_file(tmp_path: Path) -> None:
-    """§2: a DINIT_DIR that is a file is no service directory either: one error line, exit 1."""
-    path = write_program(tmp_path / "file", "exit 0\n")
-    dinit = run(None, DINIT_DIR=str(path))
+@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
+@pytest.mark.parametrize("target", ["/etc/passwd", "program"])
+def test_directory_is_a_file(tmp_path: Path, pid1: bool, target: str) -> None:
+    """§2, §16: a DINIT_DIR that is a file says ``not a directory`` (not ``no such directory``, which
+    sends one looking for a typo): one error line, exit 1. A symlink to a file too."""
+    path = Path(target) if target.startswith("/") else write_program(tmp_path / target, "exit 0\n")
+    for given in (path, tmp_path / "link"):
+        if given != path:
+            given.symlink_to(path)
+        dinit = run(None, pid1=pid1, DINIT_DIR=str(given))
+        assert dinit.returncode == 1
+        assert dinit.stdout == b""
+        assert dinit.own_lines() == [f"error: DINIT_DIR {given}: not a directory".encode()]
+
+
+def test_dangling_directory_symlink(tmp_path: Path) -> None:
+    """§2: DINIT_DIR as a dangling symlink is missing: ``no such directory``."""
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    dinit = run(None, DINIT_DIR=str(tmp_path / "link"))
     assert dinit.returncode == 1
-    [line] = dinit.own_lines()
-    assert line.startswith(f"error: DINIT_DIR {path}: ".encode())
+    assert dinit.own_lines() == [f"error: DINIT_DIR {tmp_path / 'link'}: no such directory".encode()]
 
 
 # -- no services -----------------------------------------------------------------------------------
@@ -429,3 +481,45 @@ def test_no_services(services: Services, pid1: bool, content: Callable[[Path], N
     assert dinit.returncode == 0
     assert dinit.own_lines() == [b"warning: no services found, exiting"]
     assert dinit.stdout == b""
+
+
+@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
+def test_every_service_down(services: Services, tmp_path: Path, pid1: bool) -> None:
+    """§16 + Clarifications: when every service has a ``down`` file, dinit says so (a warning naming
+    them, byte order, separated by ``, ``) instead of ``no services found``, starts nothing, exits 0.
+    The info lines of §2 still name each one."""
+    marker = tmp_path / "started"
+    for name in ("sshd", "B", "cron"):
+        services.add(name, f"touch {marker}\nexec sleep 1000\n", down=True)
+    (services.root / ".hidden").mkdir()
+    dinit = run(services, pid1=pid1)
+    assert dinit.returncode == 0
+    warning = b"warning: no services to start: every service has a down file (B, cron, sshd)"
+    assert dinit.own_lines() == [warning]
+    assert dinit.stdout == b""
+    assert not marker.exists()
+    info = run(services, pid1=pid1, DINIT_LOG_LEVEL="info")
+    assert info.returncode == 0
+    assert [line for line in info.messages("info") if b"down file" in line] == [
+        b"B: down file present, not starting", b"cron: down file present, not starting",
+        b"sshd: down file present, not starting"]
+    assert not any(b"starting" in line and b"not starting" not in line for line in info.messages())
+
+
+def test_down_service_still_checked(services: Services, tmp_path: Path) -> None:
+    """§2: a service with a ``down`` file is checked like the others (it may be started later, §10):
+    a broken one is an error, exit 1, also when every service is down."""
+    directory = services.add("a", "exec sleep 1000\n", down=True)
+    (directory / "run").chmod(0o644)
+    dinit = run(services)
+    assert dinit.returncode == 1
+    assert dinit.own_lines() == [f"error: a: {directory / 'run'}: not executable".encode()]
+
+
+def test_down_and_command(services: Services) -> None:
+    """§9: with a command, down services in the directory do not count: the command runs alone and
+    its status is propagated, as without them."""
+    services.add("a", "exec sleep 1000\n", down=True)
+    dinit = run(services, "--", "sh", "-c", "exit 7")
+    assert dinit.returncode == 7, dinit.stderr.decode(errors="replace")
+    assert b"no services" not in dinit.stderr

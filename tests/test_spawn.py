@@ -122,9 +122,14 @@ def _check_program(record: dict[str, Any], path: Path, env: dict[str, str], stdi
 
 
 def _probe_services(services: Services, probe: Callable[[str, str], str]) -> None:
-    """``svc``: run, logger and finish hook; ``solo``: run and a stop hook named ``terminate``."""
+    """``svc``: run, logger and stop hook ``finish`` (dinit runs with ``DINIT_FINISH=stop``); ``solo``:
+    run and a stop hook named ``terminate``."""
     services.add("svc", probe("run", "wait"), log=probe("log", "relay"), finish=probe("finish", "stop"))
     services.add("solo", probe("solo", "wait"), terminate=probe("term", "stop"))
+
+
+#: What dinit runs the probe services with: info lines, and ``finish`` as a stop hook.
+PROBE_VARIABLES = {"DINIT_LOG_LEVEL": "info", "DINIT_FINISH": "stop"}
 
 
 def _check_all_probes(dinit: Dinit, services: Services, env: dict[str, str], parent: int) -> None:
@@ -162,19 +167,20 @@ def test_programs_start_clean(services: Services, probe: Callable[[str, str], st
     logger's: its service's stdout pipe), stdout/stderr pipes, only fds 0-2, nothing blocked or ignored,
     own session and process group, and info lines ``starting`` then ``running with PID <real pid>``."""
     _probe_services(services, probe)
-    variables = {"DINIT_LOG_LEVEL": "info", "PROBE_VARIABLE": "some value with spaces = and =="}
+    variables = dict(PROBE_VARIABLES, PROBE_VARIABLE="some value with spaces = and ==")
     dinit = start(services, pid1=pid1, **variables)
     _check_all_probes(dinit, services, environment(services, **variables),
                       1 if pid1 else dinit.popen.pid)
 
 
 def test_stop_hook_info_lines(services: Services) -> None:
-    """§3's info lines apply to the stop hook too: ``<name>/finish: starting`` (``term`` for a hook
-    named ``terminate``) before ``running with PID <pid>``, with the hook's real PID."""
+    """§3's info lines apply to the stop hook too: ``<name>/finish: starting`` (a ``finish`` under
+    ``DINIT_FINISH=stop``; ``term`` for a hook named ``terminate``) before ``running with PID <pid>``,
+    with the hook's real PID."""
     hook = 'echo "hook $$" >&2\nkill "$DINIT_PID"\n'
     services.add("a", "exec sleep 1000\n", finish=hook)
     services.add("b", "exec sleep 1000\n", terminate=hook)
-    dinit = start(services, DINIT_LOG_LEVEL="info")
+    dinit = start(services, DINIT_LOG_LEVEL="info", DINIT_FINISH="stop")
     dinit.wait_for(rb"b/run: running with PID")
     dinit.signal(signal.SIGTERM)
     assert dinit.wait() == 0
@@ -201,11 +207,11 @@ def test_inherited_fds_do_not_leak(services: Services, probe: Callable[[str, str
                        f'exec {PY} "$@"\n')
     wrapper.chmod(0o755)
     _probe_services(services, probe)
-    dinit = _start_through(monkeypatch, wrapper, services, pid1, DINIT_LOG_LEVEL="info")
+    dinit = _start_through(monkeypatch, wrapper, services, pid1, **PROBE_VARIABLES)
     dinit.wait_for(rb"svc/run: running with PID")
     own_fds = {int(fd) for fd in os.listdir(f"/proc/{dinit.pid}/fd")}
     assert {5, 7, 8, 9} <= own_fds, "the wrapper must really have given dinit the extra fds"
-    _check_all_probes(dinit, services, environment(services, DINIT_LOG_LEVEL="info"),
+    _check_all_probes(dinit, services, environment(services, **PROBE_VARIABLES),
                       1 if pid1 else dinit.popen.pid)
 
 
@@ -229,7 +235,7 @@ os.execv({PY!r}, [{PY!r}, *sys.argv[1:]])
 """)
     wrapper.chmod(0o755)
     _probe_services(services, probe)
-    dinit = _start_through(monkeypatch, wrapper, services, pid1, DINIT_LOG_LEVEL="info")
+    dinit = _start_through(monkeypatch, wrapper, services, pid1, **PROBE_VARIABLES)
     dinit.wait_for(rb"svc/run: running with PID")
     inherited = dict(line.split(":") for line in record.read_text().splitlines())
     blocked, ignored = int(inherited["SigBlk"], 16), int(inherited["SigIgn"], 16)
@@ -237,7 +243,7 @@ os.execv({PY!r}, [{PY!r}, *sys.argv[1:]])
         assert blocked & 1 << (signum - 1), "the wrapper must really block it"
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGUSR1, signal.SIGHUP):
         assert ignored & 1 << (signum - 1), "the wrapper must really ignore it"
-    _check_all_probes(dinit, services, environment(services, DINIT_LOG_LEVEL="info"),
+    _check_all_probes(dinit, services, environment(services, **PROBE_VARIABLES),
                       1 if pid1 else dinit.popen.pid)
 
 
@@ -307,43 +313,90 @@ def _exec_failure(services: Services, tmp_path: Path, pid1: bool, label: str, pa
 
 @pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_bad_interpreter(services: Services, tmp_path: Path, pid1: bool) -> None:
-    """§3: ``run`` with a ``#!`` line naming a missing interpreter passes §2's checks but cannot be
-    executed: one error line with service, file and reason, teardown, exit 1."""
-    path = services.add("b", "#!/nonexistent/interp\necho never\n") / "run"
-    _exec_failure(services, tmp_path, pid1, "b/run", path, "No such file or directory")
+    """§3, §16: ``run`` with a ``#!`` line naming a missing interpreter passes §2's checks but cannot be
+    executed: one error line naming service, file and the missing interpreter (not just ENOENT, which
+    reads as if the file itself were missing), teardown, exit 1."""
+    path = services.add("b", "#!/bin/bashx -e\necho never\n") / "run"
+    _exec_failure(services, tmp_path, pid1, "b/run", path, "interpreter /bin/bashx not found")
 
 
 @pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
-def test_not_an_executable_format(services: Services, tmp_path: Path, pid1: bool) -> None:
-    """§3: an executable text file without ``#!`` and with garbage content fails with ENOEXEC (it is
-    not run by /bin/sh): one error line, teardown, exit 1."""
+def test_crlf_line_endings(services: Services, tmp_path: Path, pid1: bool) -> None:
+    """§16: a script saved with Windows line endings has the interpreter ``/bin/sh\\r``: the error says
+    so (with the carriage return shown as ``\\r``, not written raw into the log line)."""
     directory = services.add("b", None)
     path = directory / "run"
-    path.write_bytes(b"\x7fnot really ELF \x00\x01\x02 garbage (((\n")
+    path.write_bytes(b"#!/bin/sh\r\necho never\r\nexec sleep 1000\r\n")
     path.chmod(0o755)
-    _exec_failure(services, tmp_path, pid1, "b/run", path, "Exec format error")
+    _exec_failure(services, tmp_path, pid1, "b/run", path, CRLF)
+
+
+def _write_binary(path: Path, content: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    path.chmod(0o755)
+    return path
+
+
+def _foreign_elf() -> bytes:
+    """A real ELF binary (``/bin/true``) marked as built for another machine (``e_machine``, 2 bytes
+    at offset 18): the kernel refuses it with ENOEXEC."""
+    content = bytearray(Path("/bin/true").read_bytes())
+    other = 183 if os.uname().machine == "x86_64" else 62  # AArch64, else x86-64
+    content[18:20] = other.to_bytes(2, sys.byteorder)
+    return bytes(content)
+
+
+NEITHER = "the file is neither a binary nor has a #! line"
+FOREIGN = "Exec format error: an ELF binary this machine cannot run (built for another architecture?)"
+CRLF = "interpreter /bin/sh\\r not found: the file has Windows (CRLF) line endings"
+
+NOT_EXECUTABLE_FORMATS = {
+    # glibc's posix_spawn does not fall back to /bin/sh (as execvp would): a shell script without
+    # ``#!`` is ENOEXEC, not run
+    "shell-without-shebang": (b"echo never\nexec sleep 1000\n", NEITHER),
+    "garbage": (b"\x7fnot really ELF \x00\x01\x02 garbage (((\n", NEITHER),
+    "empty": (b"", "the file is empty: neither a binary nor has a #! line"),
+    "empty-shebang": (b"#!  \necho never\n", "its #! line names no interpreter"),
+    "foreign-elf": (_foreign_elf(), FOREIGN),
+}
+
+
+@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
+@pytest.mark.parametrize("kind", NOT_EXECUTABLE_FORMATS)
+def test_not_an_executable_format(services: Services, tmp_path: Path, pid1: bool, kind: str) -> None:
+    """§3, §16: an executable file the kernel refuses with ENOEXEC is reported with what is wrong with
+    it (no ``#!`` line and not a binary; empty; a ``#!`` naming nothing; a binary for another
+    machine): one error line, teardown, exit 1."""
+    content, reason = NOT_EXECUTABLE_FORMATS[kind]
+    path = _write_binary(services.root / "b" / "run", content)
+    _exec_failure(services, tmp_path, pid1, "b/run", path, reason)
 
 
 def test_logger_bad_interpreter(services: Services, tmp_path: Path) -> None:
-    """§3 applies to ``log/run`` too: a logger that cannot be executed is reported (stage log), the
-    service's run is not started, teardown, exit 1."""
+    """§3 applies to ``log/run`` too: a logger that cannot be executed is reported (stage log) with
+    the reason of §16, the service's run is not started, teardown, exit 1."""
     marker = tmp_path / "b-ran"
-    path = services.add("b", f"touch {marker}\nexec sleep 1000\n",
-                        log="#!/nonexistent/interp\n") / "log" / "run"
-    _exec_failure(services, tmp_path, True, "b/log", path, "No such file or directory")
+    services.add("b", f"touch {marker}\nexec sleep 1000\n")
+    path = _write_binary(services.root / "b" / "log" / "run", b"#!/bin/sh\r\nexec cat\r\n")
+    _exec_failure(services, tmp_path, True, "b/log", path, CRLF)
     assert not marker.exists()
 
 
-def test_stop_hook_bad_interpreter(services: Services, tmp_path: Path) -> None:
-    """§3 + §5.2: a stop hook that cannot be executed is reported as an error naming service, stage,
-    file and reason, and SIGTERM is sent to the run instead."""
-    path = services.add("a", "exec sleep 1000\n", finish="#!/nonexistent/interp\n") / "finish"
-    dinit = start(services, DINIT_LOG_LEVEL="info")
+@pytest.mark.parametrize(("file", "stage", "variables"), [
+    ("terminate", "term", {}), ("finish", "finish", {"DINIT_FINISH": "stop"})])
+def test_stop_hook_bad_interpreter(services: Services, file: str, stage: str,
+                                   variables: dict[str, str]) -> None:
+    """§3 + §5.2 + §16: a stop hook that cannot be executed is reported as an error naming service,
+    stage, file and the missing interpreter, and SIGTERM is sent to the run instead."""
+    path = services.add("a", "exec sleep 1000\n", **{file: "#!/nonexistent/interp\n"}) / file
+    dinit = start(services, DINIT_LOG_LEVEL="info", **variables)
     pid = dinit.wait_for(rb"a/run: running with PID (\d+)")[0].group(1).decode()
     dinit.signal(signal.SIGTERM)
-    dinit.wait()
+    assert dinit.wait() == 0
+    reason = "interpreter /nonexistent/interp not found"
     assert dinit.messages("error") == [
-        f"a/finish: cannot run {path}: No such file or directory, sending SIGTERM instead".encode()]
+        f"a/{stage}: cannot run {path}: {reason}, sending SIGTERM instead".encode()]
     info = dinit.messages("info")
     assert f"a/run: sending SIGTERM to PID {pid}".encode() in info
     assert f"a/run: PID {pid} finished with signal {int(signal.SIGTERM)}".encode() in info

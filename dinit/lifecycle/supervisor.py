@@ -20,6 +20,7 @@ from ..log import logger
 from ..loop import Loop
 from ..output.logger_pipe import LoggerPipe
 from ..output.multiplexer import Multiplexer, make_pipe
+from ..process import exec_errors
 from ..process.programs import Program, Role, kill_session, signal_process
 from ..process.reparent import Reparenter
 from ..process.spawn import spawn
@@ -228,7 +229,7 @@ class Supervisor:
         """An exec failure is a start-up error (exit 1); only dinit's own command propagates the
         status a shell would give (127 not found, 126 not executable)."""
         logger.error("cannot run {path}: {reason}", service=state.name, stage=stage, path=path,
-                     reason=error.strerror or error)
+                     reason=exec_errors.explain(path, error))
         self.teardown(Outcome.exec_failure(error, state.service.command))
 
     def start_service(self, state: ServiceState) -> None:
@@ -319,7 +320,7 @@ class Supervisor:
                                stdin=self._devnull, stdout=stdout, role=Role.FINISH)
         except OSError as error:
             logger.error("cannot run {path}: {reason}", service=state.name, stage="finish",
-                         path=finish, reason=error.strerror or error)
+                         path=finish, reason=exec_errors.explain(finish, error))
             return
         if self.config.timeout is not None:
             assert state.finish is not None
@@ -388,7 +389,7 @@ class Supervisor:
                                stdout=stdout, role=Role.HOOK)
         except OSError as error:
             logger.error("cannot run {path}: {reason}, sending SIGTERM instead", service=state.name,
-                         stage=stage, path=hook, reason=error.strerror or error)
+                         stage=stage, path=hook, reason=exec_errors.explain(hook, error))
             return False
         return True
 

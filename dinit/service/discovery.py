@@ -15,7 +15,8 @@ from typing import NamedTuple
 from ..log import logger
 from . import envdir
 
-#: Names a stop hook may have, with the stage its output is labelled with (§2, §4.2).
+#: Names a stop hook may have, with the stage its output is labelled with (§2, §4.2): ``terminate``
+#: always; ``finish`` only under ``DINIT_FINISH=stop`` (otherwise it is runit's finish program).
 HOOK_NAMES = (("finish", "finish"), ("terminate", "term"))
 
 
@@ -24,7 +25,8 @@ class ServiceError(Exception):
 
 
 class Service(NamedTuple):
-    """One service: the program to run, its optional stop hook and logger, and its environment."""
+    """One service: the program to run, its optional stop hook, finish program and logger, and its
+    environment."""
 
     name: str
     directory: str
@@ -37,9 +39,9 @@ class Service(NamedTuple):
     #: True for the command given on dinit's command line (command mode, §9): ``run`` is looked up in
     #: PATH, and when it cannot be run the propagated exit code is a shell's 127/126.
     command: bool = False
-    #: A runit ``finish`` program, run after ``run`` exits (§2).
+    #: runit's finish program (``S/finish`` unless ``DINIT_FINISH=stop``): run after ``run`` exits.
     finish: str | None = None
-    #: The service has a ``down`` file: not started (§2).
+    #: ``S/down`` exists: the service is known (validated, has a state) but not started.
     down: bool = False
 
 
@@ -70,16 +72,26 @@ def _check_directory(name: str, path: str) -> None:
         raise ServiceError(f"{name}: {path}: {reason}")
 
 
-def _stop_hook(name: str, directory: str) -> tuple[str | None, str]:
-    """The stop hook's path and stage; having both ``finish`` and ``terminate`` is ambiguous."""
+def _stop_hook(name: str, directory: str, finish_is_stop: bool) -> tuple[str | None, str]:
+    """The stop hook's path and stage; when ``finish`` may be one, having both it and ``terminate``
+    is ambiguous."""
     found = [(os.path.join(directory, file), stage) for file, stage in HOOK_NAMES
-             if _optional(os.path.join(directory, file))]
+             if (finish_is_stop or file != "finish") and _optional(os.path.join(directory, file))]
     if len(found) > 1:
         raise ServiceError(f"{name}: {directory}: has both finish and terminate, keep one")
     if not found:
         return None, "finish"
     _check_program(name, found[0][0])
     return found[0]
+
+
+def _finish(name: str, directory: str, finish_is_stop: bool) -> str | None:
+    """runit's finish program, checked like every other file (Clarifications of §2)."""
+    path = os.path.join(directory, "finish")
+    if finish_is_stop or not _optional(path):
+        return None
+    _check_program(name, path)
+    return path
 
 
 def _logger(name: str, directory: str) -> str | None:
@@ -104,20 +116,27 @@ def _environment(name: str, directory: str) -> Mapping[str, str | None]:
         raise ServiceError(f"{name}: {error}") from None
 
 
-def load_service(name: str, directory: str) -> Service:
-    """Validate one service directory and describe it."""
+def load_service(name: str, directory: str, finish_is_stop: bool = False) -> Service:
+    """Validate one service directory and describe it. ``finish_is_stop`` is ``DINIT_FINISH=stop``."""
     run = os.path.join(directory, "run")
     _check_program(name, run)
-    hook, hook_stage = _stop_hook(name, directory)
+    hook, hook_stage = _stop_hook(name, directory, finish_is_stop)
     return Service(name=name, directory=directory, run=run, argv=(run,), hook=hook,
                    hook_stage=hook_stage, log_run=_logger(name, directory),
-                   env=_environment(name, directory))
+                   env=_environment(name, directory), finish=_finish(name, directory, finish_is_stop),
+                   down=_optional(os.path.join(directory, "down")))
 
 
-def scan(directory: str) -> list[Service]:
-    """All services of ``directory`` in byte order of their names, minus those with a ``down`` file."""
+def _check_dinit_dir(directory: str) -> None:
     if not os.path.isdir(directory):
-        raise ServiceError(f"DINIT_DIR {directory}: no such directory")
+        reason = "not a directory" if os.path.exists(directory) else "no such directory"
+        raise ServiceError(f"DINIT_DIR {directory}: {reason}")
+
+
+def scan(directory: str, finish_is_stop: bool = False) -> list[Service]:
+    """All services of ``directory`` in byte order of their names, those with a ``down`` file too
+    (marked ``down``: they are checked and known, but not started)."""
+    _check_dinit_dir(directory)
     try:
         names = sorted(os.listdir(directory), key=os.fsencode)
     except OSError as error:
@@ -126,16 +145,12 @@ def scan(directory: str) -> list[Service]:
     for name in names:
         path = os.path.join(directory, name)
         if name.startswith("."):
-            logger.debug(f"ignoring {path}: dot entry")
+            logger.debug("ignoring {path}: dot entry", path=path)
             continue
         if os.path.islink(path) and not os.path.exists(path):
             raise ServiceError(f"{name}: {path}: dangling symlink")
         if not os.path.isdir(path):
-            logger.debug(f"ignoring {path}: not a directory")
+            logger.debug("ignoring {path}: not a directory", path=path)
             continue
-        service = load_service(name, path)
-        if _optional(os.path.join(path, "down")):
-            logger.info(f"{name}: down file present, not starting")
-            continue
-        services.append(service)
+        services.append(load_service(name, path, finish_is_stop))
     return services
