@@ -51,7 +51,6 @@ def test_dot_entries_and_files_ignored(services: Services, tmp_path: Path) -> No
         assert re.search(rb"ignoring \S*/" + re.escape(entry.encode()) + rb"\b", debug), entry
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_symlinked_service_directory(services: Services, tmp_path: Path, pid1: bool) -> None:
     """§2: a symlink to a directory is a service named after the symlink (not its target); a
     symlinked DINIT_DIR works too."""
@@ -103,7 +102,6 @@ def _check_start_order(services: Services, names: list[bytes], pid1: bool) -> No
     assert b"Traceback" not in dinit.stderr
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_services_start_in_byte_order(services: Services, pid1: bool) -> None:
     """§2: services start in byte order of their names (not locale order): seen in the order of the
     ``starting`` and ``running with PID`` lines; every one of them ran."""
@@ -318,7 +316,6 @@ def _assert_nothing_started(dinit: Dinit, marker: Path) -> None:
     assert not any(b"starting" in line or b"running with PID" in line for line in dinit.messages())
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 @pytest.mark.parametrize("breaker", BROKEN, ids=[b.__name__.strip("_") for b in BROKEN])
 def test_broken_last_service(services: Services, tmp_path: Path, pid1: bool,
                              breaker: Callable[[Path], tuple[Path, str]]) -> None:
@@ -420,7 +417,6 @@ def test_unreadable_is_one_error_line(services: Services, tmp_path: Path,
     assert dinit.own_lines() == [f"error: {message}".encode()]
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_missing_directory(tmp_path: Path, pid1: bool) -> None:
     """§2: a missing DINIT_DIR is one error line naming it, exit 1."""
     missing = tmp_path / "no-such-dir"
@@ -430,7 +426,6 @@ def test_missing_directory(tmp_path: Path, pid1: bool) -> None:
     assert dinit.own_lines() == [f"error: DINIT_DIR {missing}: no such directory".encode()]
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 @pytest.mark.parametrize("target", ["/etc/passwd", "program"])
 def test_directory_is_a_file(tmp_path: Path, pid1: bool, target: str) -> None:
     """§2, §16: a DINIT_DIR that is a file says ``not a directory`` (not ``no such directory``, which
@@ -471,7 +466,6 @@ def _only_files(root: Path) -> None:
     (root / "notes.txt").write_text("x")
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 @pytest.mark.parametrize("content", [_empty, _only_dot_entries, _only_files],
                          ids=["empty", "only-dot-entries", "only-files"])
 def test_no_services(services: Services, pid1: bool, content: Callable[[Path], None]) -> None:
@@ -483,7 +477,6 @@ def test_no_services(services: Services, pid1: bool, content: Callable[[Path], N
     assert dinit.stdout == b""
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_every_service_down(services: Services, tmp_path: Path, pid1: bool) -> None:
     """§16 + Clarifications: when every service has a ``down`` file, dinit says so (a warning naming
     them, byte order, separated by ``, ``) instead of ``no services found``, starts nothing, exits 0.

@@ -199,7 +199,7 @@ def test_stop_hook_runs_instead_of_sigterm(services: Services, pid1: bool, file:
     flag = services.root.parent / "go"
     services.add("a", gated(flag, "exit 0"))
     services.add("b", waiter("b"), **{file: HOOK})
-    dinit = start(services, pid1=pid1, DINIT_LOG_LEVEL="info")
+    dinit = start(services, pid1=pid1, DINIT_LOG_LEVEL="info", DINIT_FINISH="stop")
     b = ready_pid(dinit, "b")
     assert started_pid(dinit, "b/run") == b
     flag.touch()
@@ -225,7 +225,7 @@ def test_stop_hook_start_is_logged(services: Services) -> None:
     ``<name>/finish: starting`` then ``<name>/finish: running with PID <pid>``."""
     services.add("a", "exit 0\n")
     services.add("b", "exec sleep 1000\n", finish='kill "$DINIT_PID"\n')
-    dinit = run(services, DINIT_LOG_LEVEL="info")
+    dinit = run(services, DINIT_LOG_LEVEL="info", DINIT_FINISH="stop")
     assert_exited(dinit, 0)
     hook = [m for m in dinit.messages("info") if m.startswith(b"b/finish: ")]
     assert [re.sub(rb"PID \d+", b"PID N", m) for m in hook] == [
@@ -233,21 +233,22 @@ def test_stop_hook_start_is_logged(services: Services) -> None:
 
 
 def test_stop_hook_that_cannot_run_sends_sigterm(services: Services) -> None:
-    """§5.2: a stop hook that cannot be executed (an executable file of garbage without ``#!``:
-    exec format error) gives an error line and SIGTERM is sent to the run instead."""
+    """§5.2: a stop hook that cannot be executed (an executable file of garbage without ``#!``,
+    under DINIT_FINISH=stop) gives an error line and SIGTERM is sent to the run instead."""
     flag = services.root.parent / "go"
     services.add("a", gated(flag, "exit 0"))
     directory = services.add("b", waiter("b"))
     hook = directory / "finish"
     hook.write_bytes(b"\x01\x02 this is not a program \xff\n")
     hook.chmod(0o755)
-    dinit = start(services, DINIT_LOG_LEVEL="info")
+    dinit = start(services, DINIT_LOG_LEVEL="info", DINIT_FINISH="stop")
     b = ready_pid(dinit, "b")
     flag.touch()
     dinit.wait(10)
     assert_exited(dinit, 0)
     assert dinit.messages("error") == [
-        f"b/finish: cannot run {hook}: Exec format error, sending SIGTERM instead".encode()]
+        f"b/finish: cannot run {hook}: the file is neither a binary nor has a #! line, "
+        "sending SIGTERM instead".encode()]
     assert f"b/run: sending SIGTERM to PID {b}".encode() in dinit.messages("info")
     assert dinit.service_lines("b/run")[-1] == b"b got TERM"
     assert position(dinit, rb"error: b/finish: cannot run") < position(dinit, rb"b/run: sending SIGTERM")

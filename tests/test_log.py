@@ -307,7 +307,6 @@ def normalised(messages: list[str]) -> list[str]:
     return sorted(PID.sub("PID N", message) for message in messages)
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_json_run_every_own_line_is_an_object(services: Services, pid1: bool) -> None:
     dinit = crashing_run(services, "json", pid1)
     assert dinit.returncode == 3

@@ -304,7 +304,7 @@ kill "$DINIT_PID"
 """,
         log=WRAPPING_LOGGER,
     )
-    dinit = start(services, DINIT_LOG_LEVEL="info")
+    dinit = start(services, DINIT_LOG_LEVEL="info", DINIT_FINISH="stop")
     dinit.wait_for(rb'"orig":\{"from":"run"\}', stream="stdout")
     dinit.signal(signal.SIGTERM)
     assert dinit.wait() == 0

@@ -28,7 +28,6 @@ import pytest
 from harness import TIME, Dinit, Services, poll, start
 
 PY = sys.executable
-PID1 = pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 #: Most tests read dinit's info lines (SIGTERM/SIGKILL sent, PID finished, dinit exiting).
 INFO = {"DINIT_LOG_LEVEL": "info"}
 
@@ -294,7 +293,6 @@ NAMING = [
 ]
 
 
-@PID1
 @pytest.mark.parametrize(("argv", "exe", "name", "command"), NAMING)
 def test_terminate_double_forked_daemon(services: Services, tmp_path: Path, pid1: bool, argv: str,
                                         exe: str, name: str, command: str) -> None:
@@ -321,7 +319,6 @@ def test_terminate_double_forked_daemon(services: Services, tmp_path: Path, pid1
     assert len(reparent_warnings(dinit)) == 1, reparent_warnings(dinit)
 
 
-@PID1
 @pytest.mark.parametrize("level", ["warn", "info"])
 def test_zombie_orphan_named_by_comm(services: Services, pid1: bool, level: str) -> None:
     """§6.2/§6.1/§16: an orphan that is already a zombie when it reaches dinit (a service's child
@@ -350,7 +347,6 @@ sleep 1000;
 '''
 
 
-@PID1
 @pytest.mark.parametrize(("title", "name"), [("nginx: master process /usr/sbin/nginx", "nginx"),
                                              ("postgres: checkpointer", "postgres")])
 def test_daemon_that_set_its_title_is_named_by_its_program(services: Services, tmp_path: Path, pid1: bool,
@@ -367,20 +363,19 @@ def test_daemon_that_set_its_title_is_named_by_its_program(services: Services, t
     stopped(dinit, 0)
 
 
-@PID1
 def test_own_programs_never_taken_for_orphans(services: Services, pid1: bool) -> None:
     """§6.2: dinit's own programs — 20 services with loggers started at once, and their 20 stop
     hooks started together during teardown, while scans run every 50 ms — are never mistaken for
     reparented processes: no ``reparented`` or ``reaping process`` warning at all."""
     for index in range(20):
         services.add(f"svc{index:02}", "exec sleep 1000\n", log="exec cat\n",
-                     finish='echo "stopping $DINIT_PID" >&2\nkill "$DINIT_PID"\n')
+                     terminate='echo "stopping $DINIT_PID" >&2\nkill "$DINIT_PID"\n')
     # Keeps dinit up across a few scans (its sleep is its own child, not dinit's).
     services.add("ticker", "sleep 1.2\necho tick >&2\nexec sleep 1000\n")
     dinit = start(services, pid1=pid1, **INFO)
     dinit.wait_for(rb" ticker/run: tick\n", timeout=10)
     stopped(dinit, 0)
-    assert len(re.findall(rb"/finish: stopping \d+\n", dinit.stderr)) == 20
+    assert len(re.findall(rb"/term: stopping \d+\n", dinit.stderr)) == 20
     assert len(re.findall(rb"/log: PID \d+ finished with status 0\n", dinit.stderr)) == 20
     assert reparent_warnings(dinit) == []
     assert b"dinit: warning:" not in dinit.stderr, dinit.stderr.decode(errors="replace")
@@ -389,7 +384,6 @@ def test_own_programs_never_taken_for_orphans(services: Services, pid1: bool) ->
 # -- terminate (§6.2) ------------------------------------------------------------------------------
 
 
-@PID1
 def test_terminate_sigkill_after_kill_timeout(services: Services, tmp_path: Path, pid1: bool) -> None:
     """§6.2: an orphan ignoring SIGTERM gets SIGKILL once ``DINIT_KILL_TIMEOUT`` has passed (not
     before); dinit's SIGKILL is not a failure: the service exiting 0 afterwards gives exit 0."""
@@ -418,7 +412,6 @@ def test_terminate_sigkill_after_kill_timeout(services: Services, tmp_path: Path
     assert waited >= 0.45, f"SIGKILL {waited:.3f}s after SIGTERM, DINIT_KILL_TIMEOUT is 0.5"
 
 
-@PID1
 def test_terminate_orphan_exit_status_never_counts(services: Services, pid1: bool) -> None:
     """§6.2: "never changes the exit code": an orphan that exits 7 on SIGTERM is logged, and the
     service exiting 0 afterwards still gives exit code 0."""
@@ -432,7 +425,6 @@ def test_terminate_orphan_exit_status_never_counts(services: Services, pid1: boo
     assert dinit.messages()[-1] == b"dinit exiting with status 0"
 
 
-@PID1
 def test_orphans_of_orphans_are_handled_in_turn(services: Services, tmp_path: Path, pid1: bool) -> None:
     """§6.2: an orphan's own orphans are terminated in turn — its child, orphaned when it dies, and a
     daemon it double-forks while being terminated — and once dinit is stopped it exits with no child
@@ -530,7 +522,6 @@ def test_adopt_captures_daemon_output(services: Services, tmp_path: Path, stdio:
         assert sorted(in_file + text_ns) == list(range(1, len(in_file) + len(text_ns) + 1))
 
 
-@PID1
 @pytest.mark.parametrize(("code", "expected"), [(5, 3), (0, 0), (-9, 3)], ids=["exit5", "exit0", "sigkill"])
 def test_adopted_exit_tears_down(services: Services, tmp_path: Path, pid1: bool, code: int,
                                  expected: int) -> None:
@@ -555,7 +546,6 @@ def test_adopted_exit_tears_down(services: Services, tmp_path: Path, pid1: bool,
     assert not re.search(info(f"chatterd/{pid}: sending SIG"), err)
 
 
-@PID1
 def test_adopted_death_by_teardown_sigterm_is_no_failure(services: Services, pid1: bool) -> None:
     """§6.2/§5.3: on teardown an adopted ``sleep`` (output pointed at /dev/null, redirected while
     blocked in nanosleep) gets SIGTERM like a service; dying of it is not a failure: exit 0."""
@@ -608,7 +598,6 @@ def test_adopt_without_ptrace_permission(services: Services, tmp_path: Path,
 # -- ignore (§6.2) and reaping (§6.1) --------------------------------------------------------------
 
 
-@PID1
 def test_ignore_leaves_orphan_alone_until_teardown(services: Services, tmp_path: Path, pid1: bool) -> None:
     """§6.2 ignore: a detected orphan is not signalled and keeps running (its heartbeat keeps coming
     through the service's pipe it inherited) for over a scan interval; on teardown it gets SIGTERM
@@ -642,7 +631,6 @@ say(f"zombies {len(zombies)}")
 ''')
 
 
-@PID1
 @pytest.mark.parametrize("policy", ["ignore", "terminate"])
 def test_short_lived_orphans_are_reaped(services: Services, pid1: bool, policy: str) -> None:
     """§6.1: under every policy, orphans that exit on their own are reaped (the service sees each one
@@ -670,7 +658,6 @@ def test_short_lived_orphans_are_reaped(services: Services, pid1: bool, policy: 
 TEARDOWN_DETECTION_BOUND = 0.3
 
 
-@PID1
 @pytest.mark.parametrize(("late", "policy"), [("sleep", "terminate"), ("stubborn", "terminate"),
                                               ("sleep", "adopt"), ("sleep", "ignore")])
 def test_orphans_found_during_teardown(services: Services, tmp_path: Path, pid1: bool, late: str,
@@ -744,7 +731,6 @@ sleep_forever()
 ''')
 
 
-@PID1
 def test_orphan_storm(services: Services, pid1: bool) -> None:
     """§6.1/§6.2: a service creating 2000 orphans in bursts leaves no zombie and no orphan behind,
     and dinit stays responsive (SIGTERM → exit 0). dinit's CPU time is printed, not judged."""
@@ -776,7 +762,6 @@ ctypes.CDLL(None).pthread_exit(None)
 '''
 
 
-@PID1
 @pytest.mark.parametrize("policy", ["terminate", "adopt"])
 def test_daemon_whose_main_thread_exited_is_found(services: Services, tmp_path: Path, pid1: bool,
                                                   policy: str) -> None:

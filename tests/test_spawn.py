@@ -160,7 +160,6 @@ def _check_all_probes(dinit: Dinit, services: Services, env: dict[str, str], par
     assert (probes["solo"]["stage"], probes["term"]["stage"]) == ("run", "term")
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_programs_start_clean(services: Services, probe: Callable[[str, str], str], pid1: bool) -> None:
     """§3 for run, log/run, finish and terminate: argv is [absolute path], cwd is the file's directory,
     the environment is dinit's own (the stop hook's plus DINIT_PID = PID of run), stdin /dev/null (the
@@ -197,7 +196,6 @@ def _start_through(monkeypatch: pytest.MonkeyPatch, wrapper: Path, services: Ser
         return start(services, pid1=pid1, **variables)
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_inherited_fds_do_not_leak(services: Services, probe: Callable[[str, str], str],
                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pid1: bool) -> None:
     """§3: fds dinit itself inherited (not close-on-exec) are not passed on: every program still has
@@ -215,7 +213,6 @@ def test_inherited_fds_do_not_leak(services: Services, probe: Callable[[str, str
                       1 if pid1 else dinit.popen.pid)
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_inherited_signal_state_not_passed_on(services: Services, probe: Callable[[str, str], str],
                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               pid1: bool) -> None:
@@ -247,7 +244,6 @@ os.execv({PY!r}, [{PY!r}, *sys.argv[1:]])
                       1 if pid1 else dinit.popen.pid)
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_glibc_internal_signals_default(services: Services, probe: Callable[[str, str], str],
                                         pid1: bool) -> None:
     """§3 "every signal has its default disposition": that includes signals 32 and 33 (which glibc
@@ -311,7 +307,6 @@ def _exec_failure(services: Services, tmp_path: Path, pid1: bool, label: str, pa
     assert dinit.stdout == b""
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_bad_interpreter(services: Services, tmp_path: Path, pid1: bool) -> None:
     """§3, §16: ``run`` with a ``#!`` line naming a missing interpreter passes §2's checks but cannot be
     executed: one error line naming service, file and the missing interpreter (not just ENOENT, which
@@ -320,7 +315,6 @@ def test_bad_interpreter(services: Services, tmp_path: Path, pid1: bool) -> None
     _exec_failure(services, tmp_path, pid1, "b/run", path, "interpreter /bin/bashx not found")
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 def test_crlf_line_endings(services: Services, tmp_path: Path, pid1: bool) -> None:
     """§16: a script saved with Windows line endings has the interpreter ``/bin/sh\\r``: the error says
     so (with the carriage return shown as ``\\r``, not written raw into the log line)."""
@@ -362,7 +356,6 @@ NOT_EXECUTABLE_FORMATS = {
 }
 
 
-@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "subreaper"])
 @pytest.mark.parametrize("kind", NOT_EXECUTABLE_FORMATS)
 def test_not_an_executable_format(services: Services, tmp_path: Path, pid1: bool, kind: str) -> None:
     """§3, §16: an executable file the kernel refuses with ENOEXEC is reported with what is wrong with
