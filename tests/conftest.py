@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Dinit, Services
+from harness import Collector, Dinit, Services
 from hypothesis import settings
+
+from dinit import log
 
 # CI runs are derandomized (the same examples on every run, so a failure reproduces); the seed is
 # printed in the report header.
@@ -48,3 +50,15 @@ def _no_leftover_dinit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     for dinit in started:
         dinit.kill()
+
+
+@pytest.fixture
+def out(monkeypatch: pytest.MonkeyPatch) -> Iterator[Collector]:
+    """dinit's own messages of every level, collected as text (structlog configured as in a run, so
+    ``capture_logs`` sees the events); the log module's state is restored afterwards."""
+    collector = Collector()
+    for name in ("_threshold", "_writer", "_json"):
+        monkeypatch.setattr(log, name, getattr(log, name))
+    log.setup("debug", collector, "text")  # type: ignore[arg-type]
+    log._structlog()  # configured before capture_logs, as in a run (dinit configures it once)
+    yield collector

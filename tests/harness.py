@@ -257,3 +257,17 @@ def run(services: Services | None, *args: str, timeout: float = DEFAULT_TIMEOUT,
     dinit = start(services, *args, pid1=pid1, cwd=cwd, wrapper=wrapper, stdin=stdin, **variables)
     dinit.wait(timeout)
     return dinit
+
+
+class Collector:
+    """Stands in for the stderr writer: keeps what was written."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.lines.append(data)
+
+    def take(self) -> bytes:
+        data, self.lines = b"".join(self.lines), []
+        return data

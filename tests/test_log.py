@@ -12,14 +12,13 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import structlog
-from harness import TIME, Dinit, Services, run
+from harness import TIME, Collector, Dinit, Services, run
 from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -30,31 +29,6 @@ from dinit.log import logger
 
 LINE = re.compile(TIME + rb" dinit: (debug|info|warning|error): (.*)\n")
 TIME_TEXT = re.compile(TIME.decode())
-
-
-class Collector:
-    """Stands in for the stderr writer: keeps what was written."""
-
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.lines.append(data)
-
-    def take(self) -> bytes:
-        data, self.lines = b"".join(self.lines), []
-        return data
-
-
-@pytest.fixture
-def out(monkeypatch: pytest.MonkeyPatch) -> Iterator[Collector]:
-    """Messages of every level collected as text; the module's state is restored afterwards."""
-    collector = Collector()
-    for name in ("_threshold", "_writer", "_json"):
-        monkeypatch.setattr(log, name, getattr(log, name))
-    log.setup("debug", collector, "text")  # type: ignore[arg-type]
-    log._structlog()  # configured before capture_logs, as in a run (dinit configures it once)
-    yield collector
 
 
 def emit(collector: Collector, log_format: str, level: str, event: str, /, **fields: Any) -> bytes:

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import Collector
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from dinit import log
 from dinit.config import LEVELS, Policy
@@ -181,15 +183,15 @@ def test_zombie_found_by_a_scan_is_reaped_by_the_host_later(monkeypatch: pytest.
     assert host.reaps == 1 and host.programs == {} and host.terminated == []
 
 
-def test_reaping_an_unknown_process_is_information(monkeypatch: pytest.MonkeyPatch) -> None:
-    """§16: a reparented process that already exited is reaped with an info line, no warning."""
-    said: list[tuple[str, str]] = []
-    monkeypatch.setattr(reparent.logger, "info", lambda text: said.append(("info", text)))
-    monkeypatch.setattr(reparent.logger, "warning", lambda text: said.append(("warning", text)))
+def test_reaping_an_unknown_process_is_information(monkeypatch: pytest.MonkeyPatch,
+                                                   out: Collector) -> None:
+    """§16: a reparented process that already exited is reaped with an info event, no warning."""
     monkeypatch.setattr(reparent, "cmdline", lambda pid: "")
     monkeypatch.setattr(procfs, "comm", lambda pid: "sshd")
-    _reparenter(_Host(), Policy.TERMINATE).reaping_unknown(40)
-    assert said == [("info", "sshd/40: reaping process with PID 40")]
+    with capture_logs() as events:
+        _reparenter(_Host(), Policy.TERMINATE).reaping_unknown(40)
+    assert events == [{"event": "reaping process with PID {pid}", "service": "sshd", "stage": 40,
+                       "pid": 40, "log_level": "info"}]
 
 
 @pytest.mark.parametrize(("command", "comm", "name"), [

@@ -361,7 +361,7 @@ def _drop_named(body: bytes, members: object) -> tuple[bytes, bool]:
         at = body.find(key)
         found = named.match(body, at) if body.find(key, at + 1) < 0 else None
         after = found and _MEMBER_END.match(body, found.end() + len(value))
-        if not after:
+        if found is None or not after:
             return _drop_members(body)
         end = after.end()
         before = len(body[:found.start()].rstrip(_JSON_SPACE)) - 1  # the "{" or "," before it
@@ -418,4 +418,5 @@ def _decoded(string: bytes) -> str:
     """A JSON string token's value, escapes resolved."""
     import json
 
-    return json.loads(string)
+    value: str = json.loads(string)
+    return value
