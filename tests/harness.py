@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,16 @@ class Services:
         return directory
 
 
+def dinit_command(args: Sequence[str] = (), pid1: bool = True, wrapper: tuple[str, ...] = (),
+                  entry: tuple[str, ...] = ("-m", "dinit")) -> list[str]:
+    """The command line that starts the real dinit: as PID 1 of a fresh PID namespace (``unshare``,
+    which also gives it a mount namespace of its own), or as a plain process (a subreaper)."""
+    command = [*wrapper, sys.executable, *entry, *args]
+    if pid1:
+        command = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", *command]
+    return command
+
+
 class Dinit:
     """A running dinit with its output collected in the background."""
 
@@ -83,9 +93,7 @@ class Dinit:
                  wrapper: tuple[str, ...] = (), stdin: int = subprocess.DEVNULL,
                  entry: tuple[str, ...] = ("-m", "dinit")) -> None:
         self.pid1 = pid1
-        command = [*wrapper, sys.executable, *entry, *args]
-        if pid1:
-            command = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", *command]
+        command = dinit_command(args, pid1, wrapper, entry)
         self.popen = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, env=env, cwd=cwd,
                                       start_new_session=True)

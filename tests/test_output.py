@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import TIME, Dinit, Services, environment, poll, run, start
+from harness import TIME, Dinit, Services, dinit_command, environment, poll, run, start
 
 PY = f"#!{sys.executable}\n"
 MIB = 1024 * 1024
@@ -560,8 +560,7 @@ class RawDinit:
     pipe without reader (``closed``); the other stream is collected in a thread."""
 
     def __init__(self, services: Services, closed: str | None = None, **variables: str) -> None:
-        command = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable, "-m",
-                   "dinit"]
+        command = dinit_command()
         streams: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
         if closed is not None:
             read_end, write_end = os.pipe()
