@@ -134,3 +134,17 @@ def program_name(pid: int, command: str) -> str:
     if words and (name := words[0].rsplit("/", 1)[-1].removesuffix(":")):
         return name
     return comm(pid) or "unknown"
+
+
+def refuses_signal(pid: int, signum: int) -> str | None:
+    """``"ignores"`` or ``"blocks"`` if the process has ``signum`` ignored (``SigIgn``) or blocked
+    (``SigBlk``, its main thread's mask) right now, else None -- also when it is gone: read at the
+    moment dinit sends a stop signal, to say why a service may never stop (§15)."""
+    bit = 1 << (signum - 1)
+    try:
+        for field, word in (("SigIgn", "ignores"), ("SigBlk", "blocks")):
+            if int(status_field(pid, field) or "0", 16) & bit:
+                return word
+    except (OSError, ValueError):
+        return None
+    return None
