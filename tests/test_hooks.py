@@ -44,7 +44,8 @@ def test_start_hooks_run_one_at_a_time_in_byte_order_before_any_service(
     for name in ("10-b", "2-a", "B-c", "a-d"):
         assert dinit.service_lines(f"start.d/{name}") == [f"hello from {name}".encode()]
     messages = dinit.messages("info")
-    finished = [i for i, m in enumerate(messages) if re.fullmatch(rb"start.d/\S+: PID \d+ finished with status 0", m)]
+    done = rb"start.d/\S+: PID \d+ finished with status 0"
+    finished = [i for i, m in enumerate(messages) if re.fullmatch(done, m)]
     starts = [i for i, m in enumerate(messages) if re.fullmatch(rb"start.d/\S+: starting", m)]
     assert len(finished) == len(starts) == 4
     assert all(f < s for f, s in zip(finished, starts[1:], strict=False)), messages  # one at a time
@@ -63,7 +64,8 @@ def test_start_hook_json_stdout_is_labelled_start_d(services: Services, tmp_path
 def test_a_failing_start_hook_stops_everything_before_any_service_starts(
         services: Services, tmp_path: Path, pid1: bool) -> None:
     ran = tmp_path / "ran"
-    start_dir = hooks(tmp_path / "start.d", **{"10_ok": "exit 0", "20_fail": "echo cannot migrate >&2; exit 3",
+    start_dir = hooks(tmp_path / "start.d", **{"10_ok": "exit 0",
+                                               "20_fail": "echo cannot migrate >&2; exit 3",
                                                "30_never": f"touch {ran}-30"})
     stop_dir = hooks(tmp_path / "stop.d", cleanup='echo "status=$DINIT_STATUS" >&2')
     services.add("web", f"touch {ran}")
@@ -100,7 +102,8 @@ def test_stop_hooks_run_in_order_after_every_process_is_gone_with_dinit_status(
                          f"(trap '' TERM; sleep 0.5; touch {gone}-child) &\n"
                          "echo ready >&2\nwhile :; do sleep 0.05; done")
     services.add("web", f"while [ ! -e {flag} ]; do sleep 0.01; done; exit 3")
-    check = f'for f in {gone} {gone}-child; do [ -e $f ] && echo "$(basename "$0") saw $(basename $f)"; done\n'
+    check = (f'for f in {gone} {gone}-child; do\n'
+             '  [ -e $f ] && echo "$(basename "$0") saw $(basename $f)"\ndone\n')
     stop_dir = hooks(tmp_path / "stop.d", **{
         "1_first": check + 'echo "status=$DINIT_STATUS"; exit 2',
         "2_second": "exec >&2\n" + check + 'echo "status=$DINIT_STATUS"'})
@@ -130,8 +133,8 @@ def test_hooks_are_bounded_by_dinit_timeout(services: Services, tmp_path: Path, 
     assert match and match.group(1) in match.group(2, 3), warning  # the hook and its child
     if which == "start":
         assert dinit.returncode == 1
-        assert re.fullmatch(rb"start.d/1-hang: PID \d+ died of signal 9 \(SIGKILL\), not starting any service",
-                            dinit.messages("error")[0])
+        assert re.fullmatch(rb"start.d/1-hang: PID \d+ died of signal 9 \(SIGKILL\), "
+                            rb"not starting any service", dinit.messages("error")[0])
         assert dinit.service_lines("start.d/2-next") == []
     else:
         assert dinit.returncode == 0
