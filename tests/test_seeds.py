@@ -274,3 +274,17 @@ def test_kill_sigkills_the_session_at_once_and_keeps_the_first_reason(
     assert {pid, child} <= set(match.group(2).split())  # and the loop's current sleep
     assert re.search(rb"stubborn/run: PID \d+ finished with signal 9", b"\n".join(messages))
     assert not [m for m in messages if b"stubborn/run" in m and b"stopping the container" in m]
+
+
+def test_a_shell_waiting_for_its_child_is_not_said_to_block_sigterm(services: Services) -> None:
+    """dash blocks every signal for an instant while it waits for a foreground child; that SIGTERM
+    is taken at once, so it is no "blocks SIGTERM" (without the pending check this warned about
+    about half of such services)."""
+    for index in range(8):
+        services.add(f"s{index}", "trap 'exit 0' TERM\necho ready >&2\nwhile :; do sleep 0.001; done\n")
+    dinit = start(services, DINIT_STOP_IGNORED="kill")
+    dinit.wait_for(rb"s\d/run: ready", count=8)
+    dinit.signal(signal.SIGTERM)
+    assert dinit.wait() == 0
+    assert [m for m in dinit.messages("warning") if b"SIGTERM" in m] == []
+    assert b"DINIT_STOP_IGNORED=kill" not in dinit.stderr

@@ -20,7 +20,7 @@ from ..log import logger
 from ..loop import Loop
 from ..output.logger_pipe import LoggerPipe
 from ..output.multiplexer import Multiplexer, make_pipe
-from ..process.procfs import refuses_signal
+from ..process.procfs import blocked_pending, refuses_signal
 from ..process.programs import Program, Role, kill_session, signal_process
 from ..process.reparent import Reparenter
 from ..process.spawn import spawn
@@ -37,6 +37,8 @@ _LOGGER_POLL = 0.05
 #: When the first "still waiting" warning of a teardown comes, and how often it repeats (§5.2).
 _FIRST_WAIT_WARNING = 5.0
 _WAIT_WARNING_INTERVAL = 10.0
+#: How long a SIGTERM that ``run`` had blocked may stay pending before dinit says it blocks it (§15).
+_BLOCKED_GRACE = 0.1
 
 Observer = Callable[[ServiceState, Phase], None]
 
@@ -414,15 +416,26 @@ class Supervisor:
     def _terminate_run(self, run: Program) -> None:
         """SIGTERM ``run``, saying once if it ignores or blocks SIGTERM, so a teardown that will
         hang until the runtime's SIGKILL is explained; under DINIT_STOP_IGNORED=kill its session is
-        SIGKILLed instead (dock ``--thug``, §15)."""
+        SIGKILLed instead (dock ``--thug``, §15). Shells block every signal for an instant while
+        they wait for a child, so "blocks" is only said if the SIGTERM is still pending shortly
+        after it was sent."""
         refused = refuses_signal(run.pid, signal.SIGTERM)
-        if refused is None:
-            self.terminate(run)
+        if refused == "ignores":
+            self._refuses_sigterm(run, refused)
             return
-        logger.warning("PID {pid} {how} SIGTERM", service=run.name, stage=run.stage, pid=run.pid,
-                       how=refused)
+        self.terminate(run)
+        if refused == "blocks":
+            self.loop.call_later(_BLOCKED_GRACE, self._check_blocked, run)
+
+    def _check_blocked(self, run: Program) -> None:
+        if self.programs.get(run.pid) is run and blocked_pending(run.pid, signal.SIGTERM):
+            self._refuses_sigterm(run, "blocks")
+
+    def _refuses_sigterm(self, run: Program, how: str) -> None:
+        logger.warning("PID {pid} {how} SIGTERM", service=run.name, stage=run.stage, pid=run.pid, how=how)
         if self.config.stop_ignored is not StopIgnored.KILL:
-            self.terminate(run)
+            if signal.SIGTERM not in run.signalled:
+                self.terminate(run)
             return
         run.signalled.update((signal.SIGTERM, signal.SIGKILL))
         killed = kill_session(run.pid)
