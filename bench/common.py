@@ -79,6 +79,8 @@ def make_services(root: Path, services: dict[str, str]) -> Path:
 def dinit_env(directory: Path, **variables: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("DINIT_")}
     env["DINIT_DIR"] = str(directory)
+    # No container hooks (§15): the host's /etc/dinit must not run, nor take part in the timing.
+    env["DINIT_START_DIR"] = env["DINIT_STOP_DIR"] = "/nonexistent/dinit-bench/hooks"
     env.update(variables)
     return env
 

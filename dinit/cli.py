@@ -16,11 +16,14 @@ from typing import NoReturn
 from . import __version__
 from . import log as own_log
 from .config import Config, ConfigError, ExitCodeMode, FinishMode, load, log_format_from, log_level_from
+from .lifecycle.hooks import HookError, HookPaths
+from .lifecycle.hooks import scan_all as scan_hooks
 from .lifecycle.outcome import EXIT_ERROR, EXIT_OK, Outcome
 from .lifecycle.signals import STOP_SIGNALS
 from .lifecycle.supervisor import Supervisor
 from .log import logger
 from .loop import Loop
+from .output.color import colored
 from .output.multiplexer import Multiplexer
 from .output.writer import Writer
 from .process.programs import become_subreaper, prepare_own_fds
@@ -39,7 +42,9 @@ options:
   --             end of dinit's options; everything after is CMD and its arguments
 
 Configuration is by environment variables: DINIT_DIR, DINIT_JSON_STDOUT, DINIT_LOG_LEVEL,
-DINIT_LOG_FORMAT, DINIT_REPARENTING_POLICY, DINIT_KILL_TIMEOUT, DINIT_TIMEOUT, DINIT_EXIT_CODE (see README).
+DINIT_LOG_FORMAT, DINIT_REPARENTING_POLICY, DINIT_KILL_TIMEOUT, DINIT_TIMEOUT, DINIT_EXIT_CODE,
+DINIT_FINISH, DINIT_START_DIR, DINIT_STOP_DIR, DINIT_STOP_DELAY, DINIT_COLOR (and NO_COLOR),
+DINIT_STOP_IGNORED (see README).
 """
 
 MAIN_SERVICE = "main"
@@ -119,6 +124,10 @@ class Dinit:
             services = find_services(config, command)
         except ServiceError as error:
             self.fail(str(error))
+        try:
+            hooks = scan_hooks("DINIT_START_DIR", config.start_dir, "DINIT_STOP_DIR", config.stop_dir)
+        except HookError as error:
+            self.fail(str(error))
         if not services:
             logger.warning("no services found, exiting")
             self.exit(EXIT_OK)
@@ -130,13 +139,14 @@ class Dinit:
         transparent = bool(command) and sum(not service.down for service in services) == 1
         propagate = config.exit_code is ExitCodeMode.PROPAGATE or (
             config.exit_code is None and transparent)
-        self.exit(self._supervise(config, services, propagate, transparent))
+        self.exit(self._supervise(config, services, propagate, transparent, hooks))
 
     def _supervise(self, config: Config, services: list[Service], propagate: bool,
-                   transparent: bool) -> int:
+                   transparent: bool, hooks: HookPaths) -> int:
         loop = self.loop
-        mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout)
-        supervisor = Supervisor(config, services, mux, loop, propagate, transparent)
+        mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout,
+                          colors=(colored(config.color, 1), colored(config.color, 2)))
+        supervisor = Supervisor(config, services, mux, loop, propagate, transparent, hooks)
         loop.exception_handler = lambda error: _internal_error(supervisor, error)
         try:
             return supervisor.run()

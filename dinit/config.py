@@ -43,6 +43,21 @@ class ExitCodeMode(Enum):
     PROPAGATE = "propagate"
 
 
+class Color(Enum):
+    """Whether prefix-form labels are coloured (§15): ``auto`` means on a terminal only."""
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+class StopIgnored(Enum):
+    """What teardown does with a ``run`` that ignores or blocks SIGTERM (§15)."""
+
+    WAIT = "wait"
+    KILL = "kill"
+
+
 #: Log levels by rank; a message is shown when its rank is at or above the configured one.
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "none": 100}
 #: How dinit's own messages are written: the §7 text line, or one JSON object per line.
@@ -66,6 +81,11 @@ class Config(NamedTuple):
     timeout: float | None = None
     exit_code: ExitCodeMode | None = None
     finish: FinishMode = FinishMode.RUNIT
+    start_dir: str = "/etc/dinit/start.d"
+    stop_dir: str = "/etc/dinit/stop.d"
+    stop_delay: float = 0.0
+    color: Color = Color.AUTO
+    stop_ignored: StopIgnored = StopIgnored.WAIT
 
 
 def _choice(table: Mapping[str, T], accepted: str) -> Callable[[str, str], T]:
@@ -111,6 +131,12 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DINIT_EXIT_CODE": (
         "exit_code", _choice({m.value: m for m in ExitCodeMode}, "propagate, summary")),
     "DINIT_FINISH": ("finish", _choice({m.value: m for m in FinishMode}, "runit, stop")),
+    "DINIT_START_DIR": ("start_dir", _directory),
+    "DINIT_STOP_DIR": ("stop_dir", _directory),
+    "DINIT_STOP_DELAY": ("stop_delay", _seconds),
+    "DINIT_COLOR": ("color", _choice({c.value: c for c in Color}, "auto, always, never")),
+    "DINIT_STOP_IGNORED": (
+        "stop_ignored", _choice({s.value: s for s in StopIgnored}, "wait, kill")),
 }
 
 
@@ -140,4 +166,6 @@ def load(environ: Mapping[str, str], only: tuple[str, ...] | None = None) -> Con
         if not raw.strip() or (only is not None and variable not in only):
             continue
         values[field] = parse(variable, raw)
+    if environ.get("NO_COLOR") and values.get("color", Color.AUTO) is Color.AUTO:
+        values["color"] = Color.NEVER  # no-color.org: set and not empty; ``always`` still wins (§15)
     return Config(**values)  # type: ignore[arg-type]

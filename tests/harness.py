@@ -239,11 +239,19 @@ def private_etc(tmp_path: Path, service_dir: Path | None) -> tuple[str, ...]:
     return ("unshare", "--mount", "--propagation", "private", str(script))
 
 
+#: Where tests point the container hook directories (§15) unless they give their own: a path that
+#: never exists, so no test runs the host's /etc/dinit/start.d or stop.d.
+NO_HOOKS = "/nonexistent/dinit-tests/hooks"
+
+
 def environment(services: Services | None, **variables: str) -> dict[str, str]:
-    """The test's environment without any DINIT_* variable, plus the ones given."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DINIT_")}
+    """The test's environment without any DINIT_* variable (nor NO_COLOR), plus the ones given; the
+    hook directories point nowhere unless given."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("DINIT_") and key != "NO_COLOR"}
     if services is not None:
         env["DINIT_DIR"] = str(services.root)
+    env["DINIT_START_DIR"] = env["DINIT_STOP_DIR"] = NO_HOOKS
     env.update(variables)
     return env
 

@@ -15,16 +15,18 @@ import os
 import signal
 from collections.abc import Callable
 
-from ..config import Config
+from ..config import Config, StopIgnored
 from ..log import logger
 from ..loop import Loop
 from ..output.logger_pipe import LoggerPipe
 from ..output.multiplexer import Multiplexer, make_pipe
 from ..process import exec_errors
+from ..process.procfs import blocked_pending, refuses_signal
 from ..process.programs import Program, Role, kill_session, signal_process
 from ..process.reparent import Reparenter
 from ..process.spawn import spawn
 from ..service.discovery import Service
+from .hooks import ContainerHooks, HookPaths
 from .outcome import Outcome, describe, explain, signal_name
 from .signals import FORWARDED_SIGNALS, STOP_SIGNALS, ignorable, transparent_forwarded
 from .state import ContainerPhase, Phase, ServiceState, StopReason
@@ -36,6 +38,8 @@ _LOGGER_POLL = 0.05
 #: When the first "still waiting" warning of a teardown comes, and how often it repeats (§5.2).
 _FIRST_WAIT_WARNING = 5.0
 _WAIT_WARNING_INTERVAL = 10.0
+#: How long a SIGTERM that ``run`` had blocked may stay pending before dinit says it blocks it (§15).
+_BLOCKED_GRACE = 0.1
 
 Observer = Callable[[ServiceState, Phase], None]
 
@@ -63,7 +67,7 @@ class Supervisor:
     """
 
     def __init__(self, config: Config, services: list[Service], mux: Multiplexer, loop: Loop,
-                 propagate: bool, transparent: bool = False) -> None:
+                 propagate: bool, transparent: bool = False, hooks: HookPaths | None = None) -> None:
         self.config = config
         self.loop = loop
         self.mux = mux
@@ -84,6 +88,7 @@ class Supervisor:
         self._owner: dict[int, ServiceState] = {}
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.reparenter = Reparenter(self, config.policy, config.kill_timeout)
+        self.hooks = ContainerHooks(self, hooks or HookPaths(), config.timeout)
         mux.on_idle = self._check_done
 
     # -- what the reparenter and other parts may ask ---------------------------------------------
@@ -117,6 +122,16 @@ class Supervisor:
     def run(self) -> int:
         """Start everything, wait until teardown is complete, return the exit code (§5.3)."""
         self._install_signals()
+        self.hooks.start(self._start_services, lambda: self.teardown(Outcome.error()))
+        self.reparenter.start()
+        self.reap()
+        self._check_done()
+        if not self._done:
+            self.loop.run()
+        return self.exit_code()
+
+    def _start_services(self) -> None:
+        """Once the start hooks (§15) are done: start every service, in name order."""
         for state in self.states.values():
             if self._terminating:
                 break
@@ -128,12 +143,6 @@ class Supervisor:
             os.chdir("/")  # hold no reference to the image's WORKDIR mount (§17)
         if not self._terminating:
             self._container(ContainerPhase.RUNNING)
-        self.reparenter.start()
-        self.reap()
-        self._check_done()
-        if not self._done:
-            self.loop.run()
-        return self.exit_code()
 
     def exit_code(self) -> int:
         if self._outcome is None:
@@ -340,8 +349,20 @@ class Supervisor:
         self._begin_teardown(stop_services=True)
 
     def _begin_teardown(self, stop_services: bool) -> None:
+        """The container is not ready from this instant; its services are stopped now, or after
+        DINIT_STOP_DELAY if it was ready (serving) until now, so load balancers notice first (§15)."""
+        delay = self.config.stop_delay if stop_services and self.container is ContainerPhase.RUNNING \
+            else 0.0
         self._terminating = True
         self._container(ContainerPhase.STOPPING)
+        self.hooks.teardown()
+        if delay:
+            logger.info("not ready, stopping services in {delay:g} s (DINIT_STOP_DELAY)", delay=delay)
+            self.loop.call_later(delay, self._stop_everything, stop_services)
+        else:
+            self._stop_everything(stop_services)
+
+    def _stop_everything(self, stop_services: bool) -> None:
         self._teardown_began = self.loop.time()
         self.loop.call_later(_FIRST_WAIT_WARNING, self._still_waiting)
         if stop_services:
@@ -374,7 +395,7 @@ class Supervisor:
         state.transition(Phase.STOPPING, state.stop_asked)
         hook = state.service.hook
         if hook is None or not self._start_hook(state, run, hook):
-            self.terminate(run)
+            self._terminate_run(run)
         if self.config.timeout is not None:  # not cancelled when run exits: its session may live on
             self.loop.call_later(self.config.timeout, self._timeout, state, run)
         if state.pipe is not None and state.service.finish is None:
@@ -392,6 +413,35 @@ class Supervisor:
                          stage=stage, path=hook, reason=exec_errors.explain(hook, error))
             return False
         return True
+
+    def _terminate_run(self, run: Program) -> None:
+        """SIGTERM ``run``, saying once if it ignores or blocks SIGTERM, so a teardown that will
+        hang until the runtime's SIGKILL is explained; under DINIT_STOP_IGNORED=kill its session is
+        SIGKILLed instead (dock ``--thug``, §15). Shells block every signal for an instant while
+        they wait for a child, so "blocks" is only said if the SIGTERM is still pending shortly
+        after it was sent."""
+        refused = refuses_signal(run.pid, signal.SIGTERM)
+        if refused == "ignores":
+            self._refuses_sigterm(run, refused)
+            return
+        self.terminate(run)
+        if refused == "blocks":
+            self.loop.call_later(_BLOCKED_GRACE, self._check_blocked, run)
+
+    def _check_blocked(self, run: Program) -> None:
+        if self.programs.get(run.pid) is run and blocked_pending(run.pid, signal.SIGTERM):
+            self._refuses_sigterm(run, "blocks")
+
+    def _refuses_sigterm(self, run: Program, how: str) -> None:
+        logger.warning("PID {pid} {how} SIGTERM", service=run.name, stage=run.stage, pid=run.pid, how=how)
+        if self.config.stop_ignored is not StopIgnored.KILL:
+            if signal.SIGTERM not in run.signalled:
+                self.terminate(run)
+            return
+        run.signalled.update((signal.SIGTERM, signal.SIGKILL))
+        killed = kill_session(run.pid)
+        logger.info("DINIT_STOP_IGNORED=kill: sent SIGKILL to session {session}: PIDs {pids}",
+                    service=run.name, stage=run.stage, session=run.pid, pids=" ".join(map(str, killed)))
 
     def terminate(self, program: Program) -> None:
         """SIGTERM a program, remembering dinit caused any death by it."""
@@ -464,6 +514,9 @@ class Supervisor:
         program = self.programs.pop(pid)
         for timer in program.timers:
             timer.cancel()
+        if program.on_exit is not None:
+            program.on_exit(program, status)
+            return
         state = self._owner.pop(pid, None)
         if state is None:
             logger.info("PID {pid} finished with {how}", service=program.name, stage=program.stage,
@@ -559,6 +612,8 @@ class Supervisor:
         if self._done or not self._terminating:
             return
         if self.programs or self.mux.open_streams or self.reparenter.has_children():
+            return
+        if self.hooks.stop_pending(self.exit_code(), self._check_done):
             return
         self._done = True
         self._container(ContainerPhase.STOPPED)

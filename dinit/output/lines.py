@@ -112,13 +112,24 @@ def split_block(block: bytes) -> list[bytes]:
     return lines
 
 
+def label_bytes(name: str, stage: str, color: bool = False) -> bytes:
+    """``<name>/<stage>``, in the service's colour if asked (§15: prefix form only)."""
+    name_bytes = name.encode("utf-8", "surrogateescape")
+    label = b"%s/%s" % (name_bytes, stage.encode("utf-8", "surrogateescape"))
+    if not color:
+        return label
+    from .color import paint
+
+    return paint(name_bytes, label)
+
+
 class PrefixLabeller:
     """Labels lines as ``<time> <name>/<stage>: <line>`` (§4.4)."""
 
     __slots__ = ("_label",)
 
-    def __init__(self, name: str, stage: str) -> None:
-        self._label = b" %s/%s: " % (name.encode("utf-8", "surrogateescape"), stage.encode())
+    def __init__(self, name: str, stage: str, color: bool = False) -> None:
+        self._label = b" %s: " % label_bytes(name, stage, color)
 
     def label(self, block: bytes, time: bytes) -> bytes:
         """Prefix every line of ``block``; the usual case is one ``replace`` over the whole block."""

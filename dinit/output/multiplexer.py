@@ -17,7 +17,7 @@ from .. import log
 from ..clock import timestamp
 from ..log import logger
 from ..loop import Loop
-from .lines import MAX_LINE, JsonLabeller, LineSplitter, PrefixLabeller
+from .lines import MAX_LINE, JsonLabeller, LineSplitter, PrefixLabeller, label_bytes
 from .writer import Writer
 
 #: Bytes read (and labelled as one block) per readiness event. 128 KiB measured fastest here: the
@@ -50,14 +50,14 @@ class Stream:
                  "stage")
 
     def __init__(self, fd: int, name: str, stage: str, is_stdout: bool, json: bool,
-                 owner: int | None) -> None:
+                 owner: int | None, color: bool = False) -> None:
         self.fd = fd
         self.name = name
         self.stage = stage
         self.is_stdout = is_stdout
         self.splitter = LineSplitter()
         self.labeller: JsonLabeller | PrefixLabeller = (
-            JsonLabeller(name, stage) if json and is_stdout else PrefixLabeller(name, stage))
+            JsonLabeller(name, stage) if json and is_stdout else PrefixLabeller(name, stage, color))
         #: The PID of the program that writes it (None: several, or gone), for :meth:`drain`.
         self.owner = owner
         self.reading = False
@@ -75,11 +75,13 @@ class Multiplexer:
     """Owns every stream and the two writers; runs entirely on the event loop thread."""
 
     def __init__(self, loop: Loop, stdout: Writer, stderr: Writer,
-                 json_stdout: bool) -> None:
+                 json_stdout: bool, colors: tuple[bool, bool] = (False, False)) -> None:
         self._loop = loop
         self._stdout = stdout
         self._stderr = stderr
         self._json = json_stdout
+        #: Whether prefix-form labels are coloured on stdout and on stderr (§15).
+        self._colors = colors
         self._streams: dict[int, Stream] = {}
         self._paused = False
         self.on_idle: Callable[[], None] | None = None
@@ -97,7 +99,8 @@ class Multiplexer:
     def add(self, fd: int, name: str, stage: str, is_stdout: bool, owner: int | None = None) -> None:
         """Start reading ``fd`` (which dinit now owns and will close at EOF), written by ``owner``."""
         os.set_blocking(fd, False)
-        stream = Stream(fd, name, stage, is_stdout, self._json, owner)
+        stream = Stream(fd, name, stage, is_stdout, self._json, owner,
+                        self._colors[0] if is_stdout else self._colors[1])
         self._streams[fd] = stream
         if not self._paused:
             self._watch(stream)
@@ -168,6 +171,7 @@ class Multiplexer:
         if log.enabled("warning"):
             return b"".join(log.render("warning", label + b"not JSON stdout: " + line, service=stream.name,
                                        stage=stream.stage, line=line) for line in lines)
+        label = b"%s: " % label_bytes(stream.name, stream.stage, self._colors[1])
         return b"".join(b"%s %s%s\n" % (time, label, line) for line in lines)
 
     def _close(self, stream: Stream) -> None:

@@ -134,3 +134,30 @@ def program_name(pid: int, command: str) -> str:
     if words and (name := words[0].rsplit("/", 1)[-1].removesuffix(":")):
         return name
     return comm(pid) or "unknown"
+
+
+def refuses_signal(pid: int, signum: int) -> str | None:
+    """``"ignores"`` or ``"blocks"`` if the process has ``signum`` ignored (``SigIgn``) or blocked
+    (``SigBlk``, its main thread's mask) right now, else None -- also when it is gone: read at the
+    moment dinit sends a stop signal, to say why a service may never stop (§15)."""
+    try:
+        if _has(pid, "SigIgn", signum):
+            return "ignores"
+        return "blocks" if _has(pid, "SigBlk", signum) else None
+    except (OSError, ValueError):
+        return None
+
+
+def blocked_pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` is still blocked and pending (``SigPnd``/``ShdPnd``): a process that only
+    blocked it for a moment (a shell waiting for its child) or reads it from a signalfd has taken it
+    by then; one that keeps it blocked has not. False when it is gone."""
+    try:
+        return _has(pid, "SigBlk", signum) and (_has(pid, "ShdPnd", signum) or _has(pid, "SigPnd", signum))
+    except (OSError, ValueError):
+        return False
+
+
+def _has(pid: int, field: str, signum: int) -> bool:
+    """Whether the signal mask ``field`` of ``/proc/<pid>/status`` has ``signum``."""
+    return bool(int(status_field(pid, field) or "0", 16) & (1 << (signum - 1)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from enum import Enum
 
 from ..loop import Timer
@@ -27,6 +28,7 @@ class Role(Enum):
     LOG = "log"
     HOOK = "hook"
     FINISH = "finish"
+    CONTAINER_HOOK = "container-hook"
     ADOPTED = "adopted"
     ORPHAN = "orphan"
 
@@ -34,7 +36,7 @@ class Role(Enum):
 class Program:
     """A process dinit waits for: one it started, or one reparented to it."""
 
-    __slots__ = ("name", "pid", "role", "signalled", "stage", "timers")
+    __slots__ = ("name", "on_exit", "pid", "role", "signalled", "stage", "timers")
 
     def __init__(self, pid: int, name: str, stage: str, role: Role) -> None:
         self.pid = pid
@@ -45,6 +47,8 @@ class Program:
         self.signalled: set[int] = set()
         #: Pending timers (e.g. SIGKILL after DINIT_KILL_TIMEOUT), cancelled when it exits.
         self.timers: list[Timer] = []
+        #: Called with its wait status when it exits, for a program no service owns (§15 hooks).
+        self.on_exit: Callable[[Program, int], None] | None = None
 
     @property
     def label(self) -> str:
