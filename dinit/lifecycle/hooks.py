@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, Protocol
 
@@ -25,6 +24,7 @@ from ..loop import Loop
 from ..output.multiplexer import Multiplexer, make_pipe
 from ..process.programs import Program, Role, kill_session, signal_process
 from ..process.spawn import spawn
+from ..service.discovery import program_problem
 from .outcome import describe, explain
 
 START, STOP = "start.d", "stop.d"
@@ -62,16 +62,8 @@ def scan(variable: str, directory: str, label: str) -> tuple[str, ...]:
 
 
 def _check_executable(label: str, path: str) -> None:
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise HookError(f"{label}: {path}: dangling symlink") from None
-    except OSError as error:
-        raise HookError(f"{label}: {path}: {error.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise HookError(f"{label}: {path}: not a regular file")
-    if not os.access(path, os.X_OK):
-        raise HookError(f"{label}: {path}: not executable")
+    if (problem := program_problem(path)) is not None:
+        raise HookError(f"{label}: {path}: {problem}")
 
 
 def scan_all(start_variable: str, start_dir: str, stop_variable: str, stop_dir: str) -> HookPaths:

@@ -45,19 +45,26 @@ class Service(NamedTuple):
     down: bool = False
 
 
-def _check_program(name: str, path: str) -> None:
-    """Raise if ``path`` is not an executable file; a dangling symlink is named as such."""
+def program_problem(path: str) -> str | None:
+    """Why ``path`` cannot be run as a program (missing, a dangling symlink, not a regular file,
+    not executable), or None. Shared by every check of a file dinit will run (§2, §15)."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        reason = "dangling symlink" if os.path.islink(path) else "missing"
-        raise ServiceError(f"{name}: {path}: {reason}") from None
+        return "dangling symlink" if os.path.islink(path) else "missing"
     except OSError as error:
-        raise ServiceError(f"{name}: {path}: {error.strerror}") from None
+        return error.strerror or str(error)
     if not stat.S_ISREG(info.st_mode):
-        raise ServiceError(f"{name}: {path}: not a regular file")
+        return "not a regular file"
     if not os.access(path, os.X_OK):
-        raise ServiceError(f"{name}: {path}: not executable")
+        return "not executable"
+    return None
+
+
+def _check_program(name: str, path: str) -> None:
+    """Raise if ``path`` is not an executable file, with the reason."""
+    if (problem := program_problem(path)) is not None:
+        raise ServiceError(f"{name}: {path}: {problem}")
 
 
 def _optional(path: str) -> bool:
