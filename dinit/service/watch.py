@@ -67,9 +67,13 @@ class Watcher:
     def _run(self) -> None:
         try:
             notifier_class = load_notifier()
+            first = True
             while True:
                 self._rearm.clear()  # before reading the paths, so no change is missed
                 notifier = self._create(notifier_class, self._paths)
+                if not first:
+                    self._wake()  # what changed in a new directory before it was watched
+                first = False
                 try:
                     self._watch(notifier)
                 finally:
