@@ -311,6 +311,7 @@ class Reconciler:
             record = self._records[name] = Record()
         live = state is not None and state.phase in (Phase.STARTING, Phase.RUNNING)
         action = decide(record, entry, live, lambda: fingerprint(path))
+        edited = entry is not None and entry.signature != record.signature
         self._note_signature(record, entry)
         if entry is None:
             self._gone(name, record, state, live)
@@ -333,6 +334,8 @@ class Reconciler:
         elif record.identity is not None and entry.identity != record.identity:
             record.identity = entry.identity  # same fingerprint: a ConfigMap swap, nothing restarts
             logger.debug("new directory with the same content, nothing to restart", service=name)
+        elif record.identity is not None and edited:
+            record.fingerprint = fingerprint(path)  # edited in place: accepted without a restart
         if entry is not None and record.start_due and entry.service is None and action is None:
             action = self._pending(name, record, state, entry)
         return action
