@@ -15,7 +15,16 @@ from typing import NoReturn
 
 from . import __version__
 from . import log as own_log
-from .config import Config, ConfigError, ExitCodeMode, FinishMode, load, log_format_from, log_level_from
+from .config import (
+    Config,
+    ConfigError,
+    ExitCodeMode,
+    FinishMode,
+    WatchMode,
+    load,
+    log_format_from,
+    log_level_from,
+)
 from .lifecycle.hooks import HookError, HookPaths
 from .lifecycle.hooks import scan_all as scan_hooks
 from .lifecycle.outcome import EXIT_ERROR, EXIT_OK, Outcome
@@ -44,7 +53,7 @@ options:
 Configuration is by environment variables: DINIT_DIR, DINIT_JSON_STDOUT, DINIT_LOG_LEVEL,
 DINIT_LOG_FORMAT, DINIT_REPARENTING_POLICY, DINIT_KILL_TIMEOUT, DINIT_TIMEOUT, DINIT_EXIT_CODE,
 DINIT_FINISH, DINIT_START_DIR, DINIT_STOP_DIR, DINIT_STOP_DELAY, DINIT_COLOR (and NO_COLOR),
-DINIT_STOP_IGNORED (see README).
+DINIT_STOP_IGNORED, DINIT_WATCH, DINIT_WATCH_INTERVAL (see README).
 """
 
 MAIN_SERVICE = "main"
@@ -128,15 +137,21 @@ class Dinit:
             hooks = scan_hooks("DINIT_START_DIR", config.start_dir, "DINIT_STOP_DIR", config.stop_dir)
         except HookError as error:
             self.fail(str(error))
+        watching = config.watch is not WatchMode.OFF
         if not services:
-            logger.warning("no services found, exiting")
-            self.exit(EXIT_OK)
-        if all(service.down for service in services):
+            if not watching:
+                logger.warning("no services found, exiting")
+                self.exit(EXIT_OK)
+            logger.warning("no services found, waiting for services to be added")
+        elif all(service.down for service in services):
             names = ", ".join(service.name for service in services)
             logger.warning("no services to start: every service has a down file ({names})", names=names)
-            self.exit(EXIT_OK)
-        # Command mode without (runnable) directory services is the tini case: transparent (§17).
-        transparent = bool(command) and sum(not service.down for service in services) == 1
+            if not watching:
+                self.exit(EXIT_OK)
+        # Command mode without (runnable) directory services is the tini case: transparent (§17);
+        # not with a directory being watched, where services may come at any time.
+        transparent = bool(command) and sum(not service.down for service in services) == 1 and not (
+            watching and os.path.isdir(config.directory))
         propagate = config.exit_code is ExitCodeMode.PROPAGATE or (
             config.exit_code is None and transparent)
         self.exit(self._supervise(config, services, propagate, transparent, hooks))
@@ -147,6 +162,10 @@ class Dinit:
         mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout,
                           colors=(colored(config.color, 1), colored(config.color, 2)))
         supervisor = Supervisor(config, services, mux, loop, propagate, transparent, hooks)
+        from .lifecycle.reconcile import Reconciler  # after the supervisor: costs start-up nothing
+
+        self.reconciler = Reconciler(config, supervisor, loop)
+        self.reconciler.start()
         loop.exception_handler = lambda error: _internal_error(supervisor, error)
         try:
             return supervisor.run()

@@ -36,6 +36,14 @@ class FinishMode(Enum):
     STOP = "stop"
 
 
+class WatchMode(Enum):
+    """Hot reload (§11): off, inotify events (watchfiles) plus periodic rescans, or rescans only."""
+
+    OFF = "off"
+    ON = "on"
+    POLL = "poll"
+
+
 class ExitCodeMode(Enum):
     """How dinit's own exit code is chosen (§5.3, §9)."""
 
@@ -86,6 +94,8 @@ class Config(NamedTuple):
     stop_delay: float = 0.0
     color: Color = Color.AUTO
     stop_ignored: StopIgnored = StopIgnored.WAIT
+    watch: WatchMode = WatchMode.OFF
+    watch_interval: float = 5.0
 
 
 def _choice(table: Mapping[str, T], accepted: str) -> Callable[[str, str], T]:
@@ -114,6 +124,22 @@ def _seconds(name: str, value: str) -> float:
     return seconds
 
 
+#: Shortest ``DINIT_WATCH_INTERVAL``: rescanning more often only burns CPU (Clarifications of §11).
+MIN_WATCH_INTERVAL = 0.1
+
+
+def _interval(name: str, value: str) -> float:
+    seconds = _seconds(name, value)
+    if seconds < MIN_WATCH_INTERVAL:
+        raise ConfigError(f"invalid {name} {value!r}: accepted is a number of seconds of at least "
+                          f"{MIN_WATCH_INTERVAL:g}")
+    return seconds
+
+
+_WATCH_WORDS = {word: WatchMode.ON if on else WatchMode.OFF for word, on in _BOOLEANS.items()} | {
+    "poll": WatchMode.POLL}
+
+
 def _directory(_name: str, value: str) -> str:
     """Resolve a relative ``DINIT_DIR`` against the working directory at start (§1)."""
     return os.path.abspath(value)
@@ -137,6 +163,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DINIT_COLOR": ("color", _choice({c.value: c for c in Color}, "auto, always, never")),
     "DINIT_STOP_IGNORED": (
         "stop_ignored", _choice({s.value: s for s in StopIgnored}, "wait, kill")),
+    "DINIT_WATCH": ("watch", _choice(_WATCH_WORDS, "off, on, poll (or 0, false, no, 1, true, yes)")),
+    "DINIT_WATCH_INTERVAL": ("watch_interval", _interval),
 }
 
 

@@ -42,6 +42,8 @@ _WAIT_WARNING_INTERVAL = 10.0
 _BLOCKED_GRACE = 0.1
 
 Observer = Callable[[ServiceState, Phase], None]
+#: Told of an exec failure (state, stage, error) first; True means handled, so not fatal (§11).
+ExecFailureHandler = Callable[[ServiceState, str, OSError], bool]
 
 
 def _disabled(status: int) -> bool:
@@ -75,6 +77,8 @@ class Supervisor:
         self.container = ContainerPhase.STARTING
         #: Called after every service transition (events, waiting clients).
         self.observers: list[Observer] = []
+        #: Hot reload (§11) makes exec failures of services it added at run time non-fatal.
+        self.on_exec_failure: ExecFailureHandler | None = None
         self._terminating = False
         self._transparent = transparent
         self._propagate = propagate
@@ -236,7 +240,10 @@ class Supervisor:
 
     def _exec_failed(self, state: ServiceState, stage: str, path: str, error: OSError) -> None:
         """An exec failure is a start-up error (exit 1); only dinit's own command propagates the
-        status a shell would give (127 not found, 126 not executable)."""
+        status a shell would give (127 not found, 126 not executable). A service added at run time
+        is the reloader's to handle (§11: nothing after start-up is fatal)."""
+        if self.on_exec_failure is not None and self.on_exec_failure(state, stage, error):
+            return
         logger.error("cannot run {path}: {reason}", service=state.name, stage=stage, path=path,
                      reason=exec_errors.explain(path, error))
         self.teardown(Outcome.exec_failure(error, state.service.command))
@@ -376,6 +383,24 @@ class Supervisor:
         """The first recorded reason decides the exit code (§5.3)."""
         if self._outcome is None:
             self._outcome = outcome
+
+    def add_service(self, service: Service) -> ServiceState:
+        """Know a service found at run time (§11), ``pending`` until it is started; it takes the
+        place of an earlier instance of the same name, which must have no process left."""
+        old = self.states.get(service.name)
+        assert old is None or not old.programs(), f"{service.name}: old instance still running"
+        state = ServiceState(service, os.environ, self._transitioned, self.loop.time())
+        self.states[service.name] = state
+        return state
+
+    def remove_service(self, name: str) -> bool:
+        """Forget a service whose entry left the directory (§11), once none of its processes is
+        left. False if one still is (or it is unknown)."""
+        state = self.states.get(name)
+        if state is None or state.programs():
+            return False
+        del self.states[name]
+        return True
 
     def stop_service(self, name: str, reason: StopReason = StopReason.CONTROL) -> bool:
         """Stop one service as teardown stops it, without tearing the container down: its exit does
