@@ -20,7 +20,6 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
@@ -81,32 +80,37 @@ class Entry(NamedTuple):
     newest: float
 
 
-@dataclass
 class Record:
-    """What the reconciler knows of one name."""
+    """What the reconciler knows of one name. A plain class, not a dataclass: ``dataclasses``
+    imports ``inspect`` and ``ast``, which would cost start-up time before the first service runs."""
 
-    #: Identity and fingerprint of the directory the supervisor's current instance was loaded from;
-    #: None while nothing was loaded (new, pending) or once a replacement is due.
-    identity: Identity | None = None
-    fingerprint: bytes | None = None
-    #: Whether the instance is down because of its down file (not the control socket).
-    down: bool = False
-    #: A start is due once the old instance is gone and the directory is quiet.
-    start_due: bool = False
-    #: The last pending reason logged, so each distinct reason is one line.
-    reason: str | None = None
-    #: ``added, starting`` was said for the start that is due.
-    announced: bool = False
-    #: The signature at an exec failure: retried once the directory changed.
-    failed: tuple[tuple[str, int, int, int, int], ...] | None = None
-    signature: tuple[tuple[str, int, int, int, int], ...] = ()
-    signature_since: float = 0.0
-    #: Sessions (``run`` PIDs) of stopped instances that must be empty before the next start.
-    sessions: list[int] = field(default_factory=list)
-    #: Until when an ``ETXTBSY`` exec failure is retried.
-    busy_until: float | None = None
-    #: The state this reconciler started (its exec failures are not fatal).
-    started: ServiceState | None = None
+    __slots__ = ("announced", "busy_until", "down", "failed", "fingerprint", "identity", "reason",
+                 "sessions", "signature", "signature_since", "start_due", "started")
+
+    def __init__(self, identity: Identity | None = None, fingerprint: bytes | None = None,
+                 down: bool = False) -> None:
+        #: Identity and fingerprint of the directory the supervisor's current instance was loaded
+        #: from; None while nothing was loaded (new, pending) or once a replacement is due.
+        self.identity = identity
+        self.fingerprint = fingerprint
+        #: Whether the instance is down because of its down file (not the control socket).
+        self.down = down
+        #: A start is due once the old instance is gone and the directory is quiet.
+        self.start_due = False
+        #: The last pending reason logged, so each distinct reason is one line.
+        self.reason: str | None = None
+        #: ``added, starting`` was said for the start that is due.
+        self.announced = False
+        #: The signature at an exec failure: retried once the directory changed.
+        self.failed: tuple[tuple[str, int, int, int, int], ...] | None = None
+        self.signature: tuple[tuple[str, int, int, int, int], ...] = ()
+        self.signature_since = 0.0
+        #: Sessions (``run`` PIDs) of stopped instances that must be empty before the next start.
+        self.sessions: list[int] = []
+        #: Until when an ``ETXTBSY`` exec failure is retried.
+        self.busy_until: float | None = None
+        #: The state this reconciler started (its exec failures are not fatal).
+        self.started: ServiceState | None = None
 
 
 def decide(record: Record | None, entry: Entry | None, live: bool, fingerprint: Callable[[], bytes]
@@ -251,9 +255,10 @@ class Reconciler:
             path = os.path.join(self.config.directory, name)
             entry = observe(name, path, self._finish_is_stop)
             if entry is not None:
-                self._records[name] = Record(identity=entry.identity, fingerprint=fingerprint(path),
-                                             down=state.service.down, signature=entry.signature,
-                                             signature_since=self.loop.time())
+                record = Record(identity=entry.identity, fingerprint=fingerprint(path),
+                                down=state.service.down)
+                record.signature, record.signature_since = entry.signature, self.loop.time()
+                self._records[name] = record
         if self.config.watch is WatchMode.ON:
             self._start_watcher()
         if self.config.watch is not WatchMode.OFF:
