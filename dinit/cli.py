@@ -27,6 +27,7 @@ from .output.color import colored
 from .output.multiplexer import Multiplexer
 from .output.writer import Writer
 from .process.programs import become_subreaper, prepare_own_fds
+from .readiness import settings as readiness_settings
 from .service.discovery import Service, ServiceError, scan
 
 USAGE = """\
@@ -81,6 +82,7 @@ class Dinit:
         self.stdout.fallback, self.stderr.fallback = self.stderr, self.stdout
         self.stdout.on_closed = self.stderr.on_closed = self._stream_closed
         own_log.setup(log_level_from(os.environ), self.stderr, log_format_from(os.environ))
+        self.readiness = readiness_settings.Settings()
 
     def _stream_closed(self, writer: Writer, error: OSError) -> None:
         """Said once, on the other stream; the closed stream's lines go there from now on (§4.6)."""
@@ -110,8 +112,10 @@ class Dinit:
             os._exit(EXIT_OK)
         try:
             config = load(os.environ)
+            self.readiness = readiness_settings.load(os.environ)
         except ConfigError as error:
             self.fail(str(error))
+        readiness_settings.strip_private(os.environ)  # §13, §14: never passed to programs
         own_log.setup(config.log_level, self.stderr, config.log_format)
         if os.getpid() != 1:
             logger.info("not running as a PID 1, but PID {pid}, registering as a process subreaper",
@@ -146,7 +150,7 @@ class Dinit:
         loop = self.loop
         mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout,
                           colors=(colored(config.color, 1), colored(config.color, 2)))
-        supervisor = Supervisor(config, services, mux, loop, propagate, transparent, hooks)
+        supervisor = Supervisor(config, services, mux, loop, propagate, transparent, hooks, self.readiness)
         loop.exception_handler = lambda error: _internal_error(supervisor, error)
         try:
             return supervisor.run()
