@@ -28,6 +28,7 @@ from .output.multiplexer import Multiplexer
 from .output.writer import Writer
 from .process.programs import become_subreaper, prepare_own_fds
 from .readiness import settings as readiness_settings
+from .readiness.probes import Exposure, ProbeError
 from .service.discovery import Service, ServiceError, scan
 
 USAGE = """\
@@ -153,8 +154,13 @@ class Dinit:
         supervisor = Supervisor(config, services, mux, loop, propagate, transparent, hooks, self.readiness)
         loop.exception_handler = lambda error: _internal_error(supervisor, error)
         try:
+            exposure = Exposure(supervisor, self.readiness)
+        except ProbeError as error:
+            self.fail(str(error))
+        try:
             return supervisor.run()
         finally:
+            exposure.close()
             supervisor.reparenter.close()
 
 
