@@ -28,6 +28,7 @@ from .output.multiplexer import Multiplexer
 from .output.writer import Writer
 from .process.programs import become_subreaper, prepare_own_fds
 from .readiness import settings as readiness_settings
+from .readiness.events import Events
 from .readiness.probes import Exposure, ProbeError
 from .service.discovery import Service, ServiceError, scan
 
@@ -157,11 +158,21 @@ class Dinit:
             exposure = Exposure(supervisor, self.readiness)
         except ProbeError as error:
             self.fail(str(error))
+        self.events = Events(supervisor)
+        webhook = None
+        if self.readiness.webhook:
+            from .readiness.webhook import Webhook
+
+            webhook = Webhook(self.readiness, loop)
+            self.events.subscribers.append(webhook.put)
+            webhook.start()
         try:
             return supervisor.run()
         finally:
             exposure.close()
             supervisor.reparenter.close()
+            if webhook is not None:
+                webhook.close()
 
 
 def _internal_error(supervisor: Supervisor, error: BaseException) -> None:
