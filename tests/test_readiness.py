@@ -35,7 +35,7 @@ def _free_port(kind: int = socket.SOCK_STREAM, family: int = socket.AF_INET) -> 
 
 
 def _not_within(condition: object, window: float = 1.0) -> None:
-    """An observation window for a negative claim: several port polls (0.2 s) or check runs."""
+    """An observation window for a negative claim: several port polls (0.25 s) or check runs."""
     deadline = time.monotonic() + window
     while time.monotonic() < deadline:
         assert not condition(), "became ready"  # type: ignore[operator]
@@ -314,3 +314,32 @@ def test_dinit_notify_socket_is_not_passed_on(services: Services, tmp_path: Path
     dinit.signal(signal.SIGTERM)
     assert dinit.wait() == 0
     assert os.path.exists(record)
+
+
+@pytest.mark.parametrize("reader", ["sockdiag", "procfs"])
+def test_listening_socket_readers_agree(reader: str, tmp_path: Path) -> None:
+    """sock_diag and its /proc/net fallback: a TCP listener (v4 and v6) and a unix listener are found;
+    a UDP socket on the port is not a TCP listener, and a connection to the port is not one either."""
+    from dinit.process import procfs
+    from dinit.readiness import sockdiag
+
+    module = sockdiag if reader == "sockdiag" else procfs
+    with socket.socket() as listener, socket.socket(socket.AF_INET6) as listener6, \
+            socket.socket(socket.AF_UNIX) as unix, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        listener6.bind(("::1", 0))
+        listener6.listen()
+        udp.bind(("127.0.0.1", 0))
+        unix.bind(str(tmp_path / "s.sock"))
+        unix.listen()
+        with socket.create_connection(("127.0.0.1", port)) as outgoing:
+            found = module.listening_inet("tcp", port)
+            assert found == {os.fstat(listener.fileno()).st_ino}
+            assert os.fstat(outgoing.fileno()).st_ino not in found
+        inode6 = os.fstat(listener6.fileno()).st_ino
+        assert module.listening_inet("tcp", listener6.getsockname()[1]) == {inode6}
+        assert module.listening_inet("tcp", udp.getsockname()[1]) == set()
+        assert module.listening_inet("udp", udp.getsockname()[1]) == {os.fstat(udp.fileno()).st_ino}
+        assert module.listening_unix(str(tmp_path / "s.sock")) == {os.fstat(unix.fileno()).st_ino}

@@ -22,6 +22,7 @@ from ..log import logger
 from ..output.multiplexer import make_pipe
 from ..process import procfs
 from ..process.programs import Program, Role, kill_session
+from . import sockdiag
 from .files import Port
 from .settings import Settings
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from ..lifecycle.supervisor import Supervisor
 
 #: How often ``ready-port`` looks at /proc/net while the service is starting.
-PORT_POLL = 0.2
+PORT_POLL = 0.25
 _LIVE = frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPING})
 _UCRED = struct.Struct("iII")
 
@@ -274,14 +275,19 @@ class Readiness:
     # -- ready-port -----------------------------------------------------------------------------
 
     def _poll_ports(self, watch: Watch) -> None:
+        """The sockets listening on each port first (cheap), and only if there are any, whether a
+        process of the service's session holds one of them."""
         if watch.state.phase is not Phase.STARTING:
             return
-        held: set[int] = set()
-        for pid in procfs.session_members(watch.run.pid):
-            held |= procfs.socket_inodes(pid)
+        held: set[int] | None = None
         for port in list(watch.ports):
-            wanted = procfs.listening_unix(port.path) if port.protocol == "unix" \
-                else procfs.listening_inet(port.protocol, port.port)
+            wanted = _listening(port)
+            if not wanted:
+                continue
+            if held is None:
+                held = set()
+                for pid in procfs.session_members(watch.run.pid):
+                    held |= procfs.socket_inodes(pid)
             if wanted & held:
                 watch.ports.discard(port)
         if not watch.ports:
@@ -289,6 +295,18 @@ class Readiness:
             return
         watch.timers = [t for t in watch.timers if not t.cancelled]  # type: ignore[attr-defined]
         watch.timers.append(self._host.loop.call_later(PORT_POLL, self._poll_ports, watch))
+
+
+def _listening(port: Port) -> set[int]:
+    """Inodes of the sockets listening on ``port``: from sock_diag, or /proc/net without it."""
+    try:
+        if port.protocol == "unix":
+            return sockdiag.listening_unix(port.path)
+        return sockdiag.listening_inet(port.protocol, port.port)
+    except OSError:
+        if port.protocol == "unix":
+            return procfs.listening_unix(port.path)
+        return procfs.listening_inet(port.protocol, port.port)
 
 
 def _ignore_exit(_program: Program, _status: int) -> None:
