@@ -7,7 +7,6 @@ Subscribers (the web hook, ``dinit events``) get each event as a dict; they must
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,7 @@ class Events:
 
     def __init__(self, supervisor: Supervisor) -> None:
         self._supervisor = supervisor
-        self.boot = secrets.token_hex(8)
+        self.boot = os.urandom(8).hex()
         self.seq = 0
         self.subscribers: list[Subscriber] = []
         #: The PID of each service's last ``run``, which ended events still name.

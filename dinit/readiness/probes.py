@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from typing import TYPE_CHECKING
 
 from ..lifecycle.state import ContainerPhase
@@ -19,6 +18,8 @@ from ..loop import Loop, Timer
 from .settings import Settings
 
 if TYPE_CHECKING:
+    import socket
+
     from ..lifecycle.supervisor import Supervisor
 
 #: A request larger than this is answered 431 and closed; an idle connection is closed after
@@ -156,6 +157,8 @@ class HttpProbe:
 def _listen(address: tuple[str, int]) -> socket.socket:
     """A non-blocking listening socket; an empty host means every address (IPv6 and IPv4 when the
     system has both)."""
+    import socket  # only with DINIT_HTTP_ADDR
+
     host, port = address
     try:
         if not host and socket.has_dualstack_ipv6():
@@ -178,6 +181,8 @@ class SystemdNotify:
     teardown, to the ``NOTIFY_SOCKET`` dinit was given (one warning if it cannot be reached)."""
 
     def __init__(self, address: str) -> None:
+        import socket  # only when dinit has NOTIFY_SOCKET
+
         self._target = "\0" + address[1:] if address.startswith("@") else address
         self._warned = False
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC |

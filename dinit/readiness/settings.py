@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, MutableMapping
 from typing import NamedTuple
-from urllib.parse import urlsplit
 
 from ..config import ConfigError, _seconds
 
@@ -45,6 +44,8 @@ def parse_address(name: str, value: str) -> tuple[str, int]:
 
 
 def _url(name: str, value: str) -> str:
+    from urllib.parse import urlsplit  # only with a hook configured
+
     text = value.strip()
     try:
         parts = urlsplit(text)

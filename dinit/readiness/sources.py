@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import socket
 import struct
 from typing import TYPE_CHECKING
 
@@ -22,11 +20,12 @@ from ..log import logger
 from ..output.multiplexer import make_pipe
 from ..process import procfs
 from ..process.programs import Program, Role, kill_session
-from . import sockdiag
 from .files import Port
 from .settings import Settings
 
 if TYPE_CHECKING:
+    import socket
+
     from ..lifecycle.supervisor import Supervisor
 
 #: How often ``ready-port`` looks at /proc/net while the service is starting.
@@ -191,6 +190,8 @@ class Readiness:
     # -- notify-socket --------------------------------------------------------------------------
 
     def _on_notify(self, watch: Watch) -> None:
+        import socket
+
         assert watch.sock is not None
         try:
             data, ancillary, _flags, _address = watch.sock.recvmsg(4096, socket.CMSG_SPACE(_UCRED.size))
@@ -299,6 +300,8 @@ class Readiness:
 
 def _listening(port: Port) -> set[int]:
     """Inodes of the sockets listening on ``port``: from sock_diag, or /proc/net without it."""
+    from . import sockdiag  # only services with ready-port need it
+
     try:
         if port.protocol == "unix":
             return sockdiag.listening_unix(port.path)
@@ -316,10 +319,12 @@ def _ignore_exit(_program: Program, _status: int) -> None:
 def _notify_socket(name: str) -> tuple[socket.socket, str]:
     """A datagram socket in the abstract namespace (nothing to clean up on disk) that passes the
     sender's credentials, so dinit can check the sender is of the service's session."""
+    import socket  # only services with notify-socket need it
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        address = f"dinit-notify-{os.getpid()}-{secrets.token_hex(6)}-{name}"
+        address = f"dinit-notify-{os.getpid()}-{os.urandom(6).hex()}-{name}"
         sock.bind("\0" + address)
     except OSError:
         sock.close()
@@ -328,6 +333,8 @@ def _notify_socket(name: str) -> tuple[socket.socket, str]:
 
 
 def _sender(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    import socket
+
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= _UCRED.size:
             return int(_UCRED.unpack_from(data)[0])
