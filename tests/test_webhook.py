@@ -155,3 +155,22 @@ def test_invalid_webhook_variables(services: Services, variable: str, value: str
 def test_safe_url() -> None:
     assert safe_url("https://u:p@example.com:8443/a/b?token=x") == "https://example.com:8443/a/b"
     assert safe_url("http://[::1]/x") == "http://[::1]/x"
+
+
+def test_full_queue_drops_the_oldest_and_counts_them(receiver: Receiver) -> None:
+    """1030 events queued before the sender runs: the 6 oldest are dropped, and the first event sent
+    says ``dropped: 6``."""
+    from dinit.loop import Loop
+    from dinit.readiness.settings import Settings
+    from dinit.readiness.webhook import QUEUE, Webhook
+
+    hook = Webhook(Settings(webhook=receiver.url), Loop())
+    for seq in range(1, QUEUE + 7):
+        hook.put({"seq": seq})
+    assert hook.dropped == 6
+    hook.start()
+    poll(lambda: len(receiver.requests) == QUEUE, timeout=60, message="every queued event")
+    events = receiver.events()
+    assert [event["seq"] for event in events] == list(range(7, QUEUE + 7))
+    assert events[0]["dropped"] == 6
+    hook.close(0.5)
