@@ -14,4 +14,7 @@ COPY --from=build /opt/dinit /opt/dinit
 # The bundled demo services; real images replace /etc/service with their own service directories.
 COPY etc-service-examples /etc/service
 ENV PATH=/opt/dinit/bin:$PATH
+# Readiness (§13): the file exists exactly while every service is ready; no network or client needed.
+ENV DINIT_READY_FILE=/run/dinit.ready
+HEALTHCHECK --interval=5s --start-period=60s CMD ["test", "-f", "/run/dinit.ready"]
 ENTRYPOINT ["/opt/dinit/bin/dinit"]

@@ -22,7 +22,8 @@ from typing import Any
 from common import PYTHON, RESULT_MARK, compile_bytecode, fmt
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ("startup", "idle", "shutdown", "throughput", "long_lines", "reparent", "dinit_log", "reload")
+SCRIPTS = ("startup", "idle", "shutdown", "throughput", "long_lines", "reparent", "dinit_log", "reload",
+           "readiness")
 
 
 def cpu_model() -> str:

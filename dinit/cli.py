@@ -36,6 +36,9 @@ from .output.color import colored
 from .output.multiplexer import Multiplexer
 from .output.writer import Writer
 from .process.programs import become_subreaper, prepare_own_fds
+from .readiness import settings as readiness_settings
+from .readiness.events import Events
+from .readiness.probes import Exposure, ProbeError
 from .service.discovery import Service, ServiceError, scan
 
 USAGE = """\
@@ -53,7 +56,9 @@ options:
 Configuration is by environment variables: DINIT_DIR, DINIT_JSON_STDOUT, DINIT_LOG_LEVEL,
 DINIT_LOG_FORMAT, DINIT_REPARENTING_POLICY, DINIT_KILL_TIMEOUT, DINIT_TIMEOUT, DINIT_EXIT_CODE,
 DINIT_FINISH, DINIT_START_DIR, DINIT_STOP_DIR, DINIT_STOP_DELAY, DINIT_COLOR (and NO_COLOR),
-DINIT_STOP_IGNORED, DINIT_WATCH, DINIT_WATCH_INTERVAL (see README).
+DINIT_STOP_IGNORED, DINIT_WATCH, DINIT_WATCH_INTERVAL, DINIT_CHECK_INTERVAL, DINIT_CHECK_TIMEOUT,
+DINIT_READY_FILE, DINIT_HTTP_ADDR, DINIT_WEBHOOK, DINIT_WEBHOOK_METHOD, DINIT_WEBHOOK_TIMEOUT,
+DINIT_WEBHOOK_TOKEN (see README).
 """
 
 MAIN_SERVICE = "main"
@@ -90,6 +95,7 @@ class Dinit:
         self.stdout.fallback, self.stderr.fallback = self.stderr, self.stdout
         self.stdout.on_closed = self.stderr.on_closed = self._stream_closed
         own_log.setup(log_level_from(os.environ), self.stderr, log_format_from(os.environ))
+        self.readiness = readiness_settings.Settings()
 
     def _stream_closed(self, writer: Writer, error: OSError) -> None:
         """Said once, on the other stream; the closed stream's lines go there from now on (§4.6)."""
@@ -119,8 +125,10 @@ class Dinit:
             os._exit(EXIT_OK)
         try:
             config = load(os.environ)
+            self.readiness = readiness_settings.load(os.environ)
         except ConfigError as error:
             self.fail(str(error))
+        readiness_settings.strip_private(os.environ)  # §13, §14: never passed to programs
         own_log.setup(config.log_level, self.stderr, config.log_format)
         if os.getpid() != 1:
             logger.info("not running as a PID 1, but PID {pid}, registering as a process subreaper",
@@ -161,16 +169,31 @@ class Dinit:
         loop = self.loop
         mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout,
                           colors=(colored(config.color, 1), colored(config.color, 2)))
-        supervisor = Supervisor(config, services, mux, loop, propagate, transparent, hooks)
+        supervisor = Supervisor(config, services, mux, loop, propagate, transparent, hooks, self.readiness)
         from .lifecycle.reconcile import Reconciler  # after the supervisor: costs start-up nothing
 
         self.reconciler = Reconciler(config, supervisor, loop)
         self.reconciler.start()
         loop.exception_handler = lambda error: _internal_error(supervisor, error)
         try:
+            exposure = Exposure(supervisor, self.readiness)
+        except ProbeError as error:
+            self.fail(str(error))
+        self.events = Events(supervisor)
+        webhook = None
+        if self.readiness.webhook:
+            from .readiness.webhook import Webhook
+
+            webhook = Webhook(self.readiness, loop)
+            self.events.subscribers.append(webhook.put)
+            webhook.start()
+        try:
             return supervisor.run()
         finally:
+            exposure.close()
             supervisor.reparenter.close()
+            if webhook is not None:
+                webhook.close()
 
 
 def _internal_error(supervisor: Supervisor, error: BaseException) -> None:

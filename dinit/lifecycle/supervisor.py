@@ -25,6 +25,8 @@ from ..process.procfs import blocked_pending, refuses_signal
 from ..process.programs import Program, Role, kill_session, signal_process
 from ..process.reparent import Reparenter
 from ..process.spawn import spawn
+from ..readiness.settings import Settings as ReadinessSettings
+from ..readiness.sources import Readiness
 from ..service.discovery import Service
 from .hooks import ContainerHooks, HookPaths
 from .outcome import Outcome, describe, explain, signal_name
@@ -69,7 +71,8 @@ class Supervisor:
     """
 
     def __init__(self, config: Config, services: list[Service], mux: Multiplexer, loop: Loop,
-                 propagate: bool, transparent: bool = False, hooks: HookPaths | None = None) -> None:
+                 propagate: bool, transparent: bool = False, hooks: HookPaths | None = None,
+                 readiness: ReadinessSettings | None = None) -> None:
         self.config = config
         self.loop = loop
         self.mux = mux
@@ -79,7 +82,10 @@ class Supervisor:
         self.observers: list[Observer] = []
         #: Hot reload (§11) makes exec failures of services it added at run time non-fatal.
         self.on_exec_failure: ExecFailureHandler | None = None
+        #: Called with the previous phase after every container transition (§10, §13, §14).
+        self.container_observers: list[Callable[[ContainerPhase], None]] = []
         self._terminating = False
+        self._started = False
         self._transparent = transparent
         self._propagate = propagate
         self._outcome: Outcome | None = None
@@ -91,6 +97,7 @@ class Supervisor:
                        for service in services}
         self._owner: dict[int, ServiceState] = {}
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.readiness = Readiness(self, readiness or ReadinessSettings())
         self.reparenter = Reparenter(self, config.policy, config.kill_timeout)
         self.hooks = ContainerHooks(self, hooks or HookPaths(), config.timeout)
         mux.on_idle = self._check_done
@@ -117,9 +124,20 @@ class Supervisor:
     def reap_soon(self) -> None:
         self.loop.call_later(0, self.reap)
 
+    @property
+    def devnull(self) -> int:
+        return self._devnull
+
     def _transitioned(self, state: ServiceState, previous: Phase) -> None:
         for observer in self.observers:
             observer(state, previous)
+        self._maybe_ready()
+
+    def _maybe_ready(self) -> None:
+        """The container is ready (``running``) once every service that should run is (§10)."""
+        if self.container is ContainerPhase.STARTING and not self._terminating and self._started and all(
+                s.phase in (Phase.RUNNING, Phase.DOWN, Phase.DISABLED) for s in self.states.values()):
+            self._container(ContainerPhase.RUNNING)
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -145,8 +163,8 @@ class Supervisor:
                 self.loop.call(self.start_service, (state,))
         if self._transparent:
             os.chdir("/")  # hold no reference to the image's WORKDIR mount (§17)
-        if not self._terminating:
-            self._container(ContainerPhase.RUNNING)
+        self._started = True
+        self._maybe_ready()
 
     def exit_code(self) -> int:
         if self._outcome is None:
@@ -154,8 +172,10 @@ class Supervisor:
         return self._outcome.status if self._propagate else self._outcome.summary
 
     def _container(self, phase: ContainerPhase) -> None:
-        self.container = phase
+        previous, self.container = self.container, phase
         logger.debug("container {phase}", phase=phase.value)
+        for observer in self.container_observers:
+            observer(previous)
 
     def _install_signals(self) -> None:
         """Teardown, forwarding and reaping signals get loop handlers; every other catchable signal
@@ -215,7 +235,7 @@ class Supervisor:
 
     def _spawn(self, state: ServiceState, path: str, argv: tuple[str, ...], cwd: str, stage: str,
                stdin: int, stdout: int | None, env: dict[str, str],
-               search_path: bool = False) -> tuple[int, int | None]:
+               search_path: bool = False, extra_fds: dict[int, int] | None = None) -> tuple[int, int | None]:
         """Start one program of a service with a new stderr pipe (and a new stdout pipe unless one is
         given). Returns the PID and the stdout read end it created. Raises OSError."""
         out_read = None
@@ -223,7 +243,7 @@ class Supervisor:
             out_read, stdout = make_pipe()
         err_read, err_write = make_pipe()
         try:
-            pid = spawn(path, argv, cwd, env, stdin, stdout, err_write, search_path)
+            pid = spawn(path, argv, cwd, env, stdin, stdout, err_write, search_path, extra_fds=extra_fds)
         except OSError:
             if out_read is not None:
                 os.close(out_read)
@@ -259,25 +279,30 @@ class Supervisor:
         try:
             pid = self._spawn_run(state)
         except OSError as error:
+            self.readiness.failed(state)
             if state.pipe is not None:
                 state.pipe.close_writer()
             self._exec_failed(state, "run", service.run, error)
             return
         state.run = Program(pid, service.name, "run", Role.RUN)
         self.add_program(state.run, state)
-        state.transition(Phase.RUNNING, self.loop.time(), pid=pid)
+        starting = self.readiness.started(state, state.run)  # §13: starting until its sources pass
+        state.transition(Phase.STARTING if starting else Phase.RUNNING, self.loop.time(), pid=pid)
 
     def _spawn_run(self, state: ServiceState) -> int:
         """Start ``run``; in transparent command mode with its stdin, and on a terminal with dinit's
         own stdout and stderr and the terminal's foreground (§17)."""
         service = state.service
+        launch = self.readiness.prepare(state)
+        env = dict(state.env, **launch.env) if launch.env else state.env
         if self._transparent and os.isatty(0):
-            return spawn(service.run, service.argv, service.directory, state.env, 0, 1, 2,
-                         service.command, foreground_tty=0 if _controls_terminal() else None)
+            return spawn(service.run, service.argv, service.directory, env, 0, 1, 2,
+                         service.command, foreground_tty=0 if _controls_terminal() else None,
+                         extra_fds=launch.fds)
         stdin = 0 if self._transparent else self._devnull
         stdout = state.pipe.write_end if state.pipe is not None else None
         pid, _ = self._spawn(state, service.run, service.argv, service.directory, "run", stdin,
-                             stdout, state.env, service.command)
+                             stdout, env, service.command, extra_fds=launch.fds)
         return pid
 
     def _start_logger(self, state: ServiceState) -> bool:

@@ -161,3 +161,59 @@ def blocked_pending(pid: int, signum: int) -> bool:
 def _has(pid: int, field: str, signum: int) -> bool:
     """Whether the signal mask ``field`` of ``/proc/<pid>/status`` has ``signum``."""
     return bool(int(status_field(pid, field) or "0", 16) & (1 << (signum - 1)))
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets among a process's open fds (``socket:[N]`` links); never raises."""
+    inodes: set[int] = set()
+    directory = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return inodes
+    for name in names:
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"{directory}/{name}")
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    return inodes
+
+
+#: ``st`` of a listening TCP socket, and of an unconnected (bound, receiving) UDP socket.
+_TCP_LISTEN = "0A"
+_UDP_UNCONNECTED = "07"
+#: ``__SO_ACCEPTCON`` in /proc/net/unix flags: a listening stream socket.
+_ACCEPTCON = 0x10000
+_UNIX_DGRAM = 2
+
+
+def listening_inet(protocol: str, port: int) -> set[int]:
+    """Inodes of the sockets listening on ``port`` (``tcp``: state LISTEN; ``udp``: bound and not
+    connected), over IPv4 and IPv6 and any local address; never raises."""
+    state = _TCP_LISTEN if protocol == "tcp" else _UDP_UNCONNECTED
+    inodes: set[int] = set()
+    for table in (protocol, protocol + "6"):
+        for fields in _table(f"/proc/net/{table}"):
+            if len(fields) > 9 and fields[3] == state and int(fields[1].rpartition(":")[2], 16) == port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def listening_unix(path: str) -> set[int]:
+    """Inodes of the unix sockets bound to ``path`` that accept connections (or receive datagrams)."""
+    inodes: set[int] = set()
+    for fields in _table("/proc/net/unix"):
+        if len(fields) > 7 and fields[7] == path and (
+                int(fields[3], 16) & _ACCEPTCON or int(fields[4], 16) == _UNIX_DGRAM):
+            inodes.add(int(fields[6]))
+    return inodes
+
+
+def _table(path: str) -> list[list[str]]:
+    """The rows of a /proc/net table without its header; empty when it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            lines = file.read().decode(errors="replace").splitlines()[1:]
+    except OSError:
+        return []
+    return [line.split() for line in lines]

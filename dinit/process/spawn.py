@@ -44,19 +44,24 @@ def _strings(items: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
 
 def spawn(path: str, argv: Sequence[str], cwd: str, env: Mapping[str, str],
           stdin: int, stdout: int, stderr: int, search_path: bool = False,
-          foreground_tty: int | None = None) -> int:
+          foreground_tty: int | None = None, extra_fds: Mapping[int, int] | None = None) -> int:
     """Start a program and return its PID; raise OSError (errno of the failed step, e.g. ENOENT,
     EACCES, ENOEXEC) when it cannot be started. ``search_path`` looks ``path`` up in PATH.
 
     Every program gets a session of its own, except with ``foreground_tty``: then it stays in
     dinit's session (which holds the terminal) in a new process group that becomes the terminal's
-    foreground group before exec, so an interactive shell has job control (§17)."""
+    foreground group before exec, so an interactive shell has job control (§17).
+
+    ``extra_fds`` maps fds of dinit to the numbers (> 2) they get in the program, e.g. s6's
+    notification-fd (§13)."""
     actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
     attr = ctypes.create_string_buffer(_ATTR_SIZE)
     _check(_libc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
     _check(_libc.posix_spawnattr_init(attr), "posix_spawnattr_init")
     try:
         for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+            _check(_libc.posix_spawn_file_actions_adddup2(actions, fd, target), "adddup2")
+        for fd, target in (extra_fds or {}).items():  # dup2 onto itself clears close-on-exec (glibc)
             _check(_libc.posix_spawn_file_actions_adddup2(actions, fd, target), "adddup2")
         _check(_libc.posix_spawn_file_actions_addchdir_np(actions, os.fsencode(cwd)), "addchdir")
         group = _SETSID

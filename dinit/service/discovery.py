@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from ..log import logger
+from ..readiness import files as readiness_files
 from . import envdir
 
 #: Names a stop hook may have, with the stage its output is labelled with (§2, §4.2): ``terminate``
@@ -43,6 +44,8 @@ class Service(NamedTuple):
     finish: str | None = None
     #: ``S/down`` exists: the service is known (validated, has a state) but not started.
     down: bool = False
+    #: Its readiness sources (§13): ``notification-fd``, ``notify-socket``, ``check``, ``ready-port``.
+    readiness: readiness_files.Readiness = readiness_files.NONE
 
 
 def program_problem(path: str) -> str | None:
@@ -131,7 +134,14 @@ def load_service(name: str, directory: str, finish_is_stop: bool = False) -> Ser
     return Service(name=name, directory=directory, run=run, argv=(run,), hook=hook,
                    hook_stage=hook_stage, log_run=_logger(name, directory),
                    env=_environment(name, directory), finish=_finish(name, directory, finish_is_stop),
-                   down=_optional(os.path.join(directory, "down")))
+                   down=_optional(os.path.join(directory, "down")), readiness=_readiness(name, directory))
+
+
+def _readiness(name: str, directory: str) -> readiness_files.Readiness:
+    try:
+        return readiness_files.load(directory)
+    except readiness_files.ReadinessError as error:
+        raise ServiceError(f"{name}: {error}") from None
 
 
 def _check_dinit_dir(directory: str) -> None:

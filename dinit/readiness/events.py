@@ -1,0 +1,77 @@
+"""Events (§14): every §10 transition of a service or of the container as one JSON-able object,
+built on the loop from the supervisor's observer hooks, after the state is recorded, in order.
+
+Subscribers (the web hook, ``dinit events``) get each event as a dict; they must not block the loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..clock import timestamp
+from ..lifecycle.state import ContainerPhase, Phase, ServiceState
+
+if TYPE_CHECKING:
+    from ..lifecycle.supervisor import Supervisor
+
+Event = dict[str, Any]
+Subscriber = Callable[[Event], None]
+
+#: dock's ``ps.status`` vocabulary (§14): ``starting`` until ready, ``running`` while ``run`` runs,
+#: ``crashed`` for every state in which it no longer runs (dock has no other word for that).
+_PS_STATUS = {Phase.PENDING: "starting", Phase.STARTING: "starting", Phase.RUNNING: "running",
+              Phase.STOPPING: "running", Phase.DOWN: "crashed", Phase.DISABLED: "crashed",
+              Phase.STOPPED: "crashed", Phase.CRASHED: "crashed"}
+_CONTAINER_PS = {ContainerPhase.STARTING: "starting", ContainerPhase.RUNNING: "running",
+                 ContainerPhase.STOPPING: "running", ContainerPhase.STOPPED: "crashed"}
+_ENDED = frozenset({Phase.DISABLED, Phase.STOPPED, Phase.CRASHED})
+
+
+class Events:
+    """Numbers events within one start of dinit (``boot``) and hands them to the subscribers."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+        self.boot = os.urandom(8).hex()
+        self.seq = 0
+        self.subscribers: list[Subscriber] = []
+        #: The PID of each service's last ``run``, which ended events still name.
+        self._pids: dict[str, int] = {}
+        supervisor.observers.append(self._service)
+        supervisor.container_observers.append(self._container)
+
+    def _emit(self, fields: Event) -> None:
+        self.seq += 1
+        event: Event = {"v": 1, "boot": self.boot, "seq": self.seq, "time": timestamp().decode()}
+        event.update(fields)
+        event["dropped"] = 0
+        for subscriber in self.subscribers:
+            subscriber(event)
+
+    def _service(self, state: ServiceState, previous: Phase) -> None:
+        if state.run is not None:
+            self._pids[state.name] = state.run.pid
+        phase = state.phase
+        exit_ = None
+        if phase in _ENDED and state.last_exit is not None:
+            status = state.last_exit
+            exit_ = ({"code": os.WEXITSTATUS(status), "signal": None} if os.WIFEXITED(status)
+                     else {"code": None, "signal": os.WTERMSIG(status)})
+        reason = state.reason.value if state.reason is not None else (
+            "exit" if phase in _ENDED else "down-file" if phase is Phase.DOWN else None)
+        self._emit({"kind": "service", "service": state.name, "stage": "run", "state": phase.value,
+                    "previous": previous.value, "pid": self._pids.get(state.name),
+                    "ready": phase is Phase.RUNNING, "exit": exit_, "reason": reason,
+                    "ps": {"status": _PS_STATUS[phase]}})
+
+    def _container(self, previous: ContainerPhase) -> None:
+        phase = self._supervisor.container
+        fields: Event = {"kind": "container", "service": None, "stage": None, "state": phase.value,
+                         "previous": previous.value, "pid": os.getpid(),
+                         "ready": phase is ContainerPhase.RUNNING, "exit": None, "reason": None,
+                         "ps": {"status": _CONTAINER_PS[phase]}}
+        if phase is ContainerPhase.STOPPED:
+            fields["exit_code"] = self._supervisor.exit_code()
+        self._emit(fields)

@@ -1,0 +1,176 @@
+"""Events and the web hook (§14) against a real HTTP receiver on 127.0.0.1 (http.server in a thread
+of the test): a whole life in order, retries with the same seq, and a hanging receiver that delays
+nothing."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from harness import Services, poll, run, start
+
+from dinit.readiness.webhook import safe_url
+
+
+class Receiver:
+    """Records every request; answers with the scripted statuses, then 200 (or hangs)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.statuses: list[int] = []
+        self.hang = threading.Event()
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append({"method": self.command, "path": self.path,
+                                          "headers": dict(self.headers), "event": orjson.loads(body)})
+                if receiver.hang.is_set():
+                    receiver.release.wait(30)
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_PUT = do_POST = _handle
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def events(self) -> list[dict[str, Any]]:
+        return [request["event"] for request in self.requests]
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def test_events_of_a_whole_life_in_order(services: Services, receiver: Receiver, tmp_path: Path,
+                                         pid1: bool) -> None:
+    gate = tmp_path / "gate"
+    web = services.add("web", f"echo >&3\nwhile [ ! -e {gate} ]; do sleep 0.02; done\nexit 3\n")
+    (web / "notification-fd").write_text("3")
+    services.add("idle", None, down=True)
+    (services.root / "idle" / "run").write_text("#!/bin/sh\n")
+    (services.root / "idle" / "run").chmod(0o755)
+    dinit = start(services, pid1=pid1, DINIT_WEBHOOK=receiver.url, DINIT_WEBHOOK_TOKEN="s3cret")
+    poll(lambda: any(e["kind"] == "container" for e in receiver.events()), message="container running")
+    gate.touch()
+    assert dinit.wait() == 3
+    events = receiver.events()
+    assert [request["method"] for request in receiver.requests] == ["PUT"] * len(events)
+    assert all(request["headers"]["Authorization"] == "Bearer s3cret" for request in receiver.requests)
+    assert all(request["path"] == "/hook" for request in receiver.requests)
+    assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
+    assert len({event["boot"] for event in events}) == 1
+    summary = [(e["kind"], e["service"], e["previous"], e["state"]) for e in events]
+    assert summary == [
+        ("service", "idle", "pending", "down"),
+        ("service", "web", "pending", "starting"),
+        ("service", "web", "starting", "running"),
+        ("container", None, "starting", "running"),
+        ("service", "web", "running", "crashed"),
+        ("container", None, "running", "stopping"),
+        ("container", None, "stopping", "stopped"),
+    ]
+    crashed = events[4]
+    assert crashed["exit"] == {"code": 3, "signal": None} and crashed["reason"] == "exit"
+    assert crashed["ps"] == {"status": "crashed"} and crashed["ready"] is False
+    assert crashed["pid"] == events[1]["pid"] and isinstance(crashed["pid"], int)
+    assert events[2]["ready"] is True and events[2]["ps"] == {"status": "running"}
+    assert events[-1]["exit_code"] == 3
+    assert all(e["v"] == 1 and e["dropped"] == 0 and e["time"].endswith("Z") for e in events)
+    assert b"s3cret" not in dinit.stderr
+
+
+def test_retries_deliver_the_same_seq(services: Services, receiver: Receiver) -> None:
+    receiver.statuses = [500, 500]
+    services.add("web", "exit 0\n")
+    dinit = run(services, DINIT_WEBHOOK=receiver.url, DINIT_WEBHOOK_METHOD="post")
+    assert dinit.returncode == 0
+    seqs = [event["seq"] for event in receiver.events()]
+    assert seqs[:3] == [1, 1, 1]  # 500, 500, then 200 on the third try
+    assert seqs[3:] == list(range(2, len(seqs) - 1))
+    assert {request["method"] for request in receiver.requests} == {"POST"}
+    assert b"not delivered" not in dinit.stderr
+
+
+def test_failure_streak_is_one_warning_without_credentials(services: Services, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    services.add("web", f"while [ ! -e {gate} ]; do sleep 0.02; done\nexit 0\n")
+    dinit = start(services, DINIT_WEBHOOK="http://user:pa55@127.0.0.1:9/hook?key=k3y")
+    dinit.wait_for(rb"web hook http://127.0.0.1:9/hook: event 1 not delivered")
+    gate.touch()
+    assert dinit.wait() == 0
+    assert dinit.stderr.count(b"not delivered") == 1
+    assert b"pa55" not in dinit.stderr and b"k3y" not in dinit.stderr and b"user" not in dinit.stderr
+
+
+def test_a_hanging_receiver_delays_nothing(services: Services, receiver: Receiver) -> None:
+    receiver.hang.set()
+    services.add("web", "trap 'exit 0' TERM\nwhile :; do sleep 0.05; done\n")
+    dinit = start(services, DINIT_LOG_LEVEL="info", DINIT_WEBHOOK=receiver.url,
+                  DINIT_WEBHOOK_TIMEOUT="60")
+    poll(lambda: receiver.requests, message="the first event")
+    dinit.signal(signal.SIGTERM)
+    assert dinit.wait(timeout=10) == 0  # the hook's 60 s timeout is not waited for
+    assert b"web/run: sending SIGTERM" in dinit.stderr
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("DINIT_WEBHOOK", "ftp://example.com/"), ("DINIT_WEBHOOK", "not a url"),
+    ("DINIT_WEBHOOK_METHOD", "GET"), ("DINIT_WEBHOOK_TIMEOUT", "0")])
+def test_invalid_webhook_variables(services: Services, variable: str, value: str) -> None:
+    services.add("web", "exit 0\n")
+    dinit = run(services, **{variable: value})
+    assert dinit.returncode == 1
+    assert f"invalid {variable}".encode() in dinit.stderr
+    assert b"web/run" not in dinit.stderr
+
+
+def test_safe_url() -> None:
+    assert safe_url("https://u:p@example.com:8443/a/b?token=x") == "https://example.com:8443/a/b"
+    assert safe_url("http://[::1]/x") == "http://[::1]/x"
+
+
+def test_full_queue_drops_the_oldest_and_counts_them(receiver: Receiver) -> None:
+    """1030 events queued before the sender runs: the 6 oldest are dropped, and the first event sent
+    says ``dropped: 6``."""
+    from dinit.loop import Loop
+    from dinit.readiness.settings import Settings
+    from dinit.readiness.webhook import QUEUE, Webhook
+
+    hook = Webhook(Settings(webhook=receiver.url), Loop())
+    for seq in range(1, QUEUE + 7):
+        hook.put({"seq": seq})
+    assert hook.dropped == 6
+    hook.start()
+    poll(lambda: len(receiver.requests) == QUEUE, timeout=60, message="every queued event")
+    events = receiver.events()
+    assert [event["seq"] for event in events] == list(range(7, QUEUE + 7))
+    assert events[0]["dropped"] == 6
+    hook.close(0.5)
