@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from . import log as own_log
@@ -26,6 +26,9 @@ from .output.writer import Writer
 from .process.programs import become_subreaper, prepare_own_fds
 from .service.discovery import Service, ServiceError, scan
 
+if TYPE_CHECKING:
+    from .control.server import Listener
+
 USAGE = """\
 usage: dinit [--help] [--version] [--] [CMD [ARG...]]
 
@@ -39,7 +42,9 @@ options:
   --             end of dinit's options; everything after is CMD and its arguments
 
 Configuration is by environment variables: DINIT_DIR, DINIT_JSON_STDOUT, DINIT_LOG_LEVEL,
-DINIT_REPARENTING_POLICY, DINIT_KILL_TIMEOUT, DINIT_TIMEOUT, DINIT_EXIT_CODE (see README).
+DINIT_REPARENTING_POLICY, DINIT_KILL_TIMEOUT, DINIT_TIMEOUT, DINIT_EXIT_CODE, DINIT_SOCKET (see
+README). Client mode: dinit status|list|start|stop|restart|signal|submit|reload|shutdown|pid|version
+(dinit status --help).
 """
 
 MAIN_SERVICE = "main"
@@ -130,13 +135,37 @@ class Dinit:
     def _supervise(self, config: Config, services: list[Service], propagate: bool,
                    transparent: bool) -> int:
         loop = self.loop
+        listener = self._listen(config)  # before the services: their programs get DINIT_SOCKET
         mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout)
         supervisor = Supervisor(config, services, mux, loop, propagate, transparent)
         loop.exception_handler = lambda error: _internal_error(supervisor, error)
+        server = None
+        if listener is not None:
+            from .control.handlers import Handlers
+            from .control.server import Server
+
+            server = Server(loop, listener, Handlers(supervisor))
         try:
             return supervisor.run()
         finally:
+            if server is not None:
+                server.close()
             supervisor.reparenter.close()
+
+    def _listen(self, config: Config) -> Listener | None:
+        """The control socket (§12); an explicit DINIT_SOCKET that cannot be used is a
+        configuration error."""
+        if config.socket is None:
+            return None
+        from .control.server import SocketUnusable, open_listener
+
+        try:
+            listener = open_listener(config.socket)
+        except SocketUnusable as error:
+            self.fail(f"invalid DINIT_SOCKET {config.socket!r}: {error}")
+        if listener is not None:
+            os.environ["DINIT_SOCKET"] = listener.path
+        return listener
 
 
 def _internal_error(supervisor: Supervisor, error: BaseException) -> None:
@@ -157,7 +186,7 @@ def find_services(config: Config, command: list[str]) -> list[Service]:
         cwd = os.getcwd()
         program = command[0] if "/" in command[0] else shutil.which(command[0]) or command[0]
         services.append(Service(name=MAIN_SERVICE, directory=cwd, run=program, argv=tuple(command),
-                                command=True))
+                                command=True, origin="command"))
         services.sort(key=lambda service: os.fsencode(service.name))
     return services
 

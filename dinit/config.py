@@ -54,6 +54,8 @@ class Config(NamedTuple):
     kill_timeout: float = 30.0
     timeout: float | None = None
     exit_code: ExitCodeMode | None = None
+    #: The control socket (§12): "" for the default locations, None for ``off``, else a path.
+    socket: str | None = ""
 
 
 def _choice(table: Mapping[str, T], accepted: str) -> Callable[[str, str], T]:
@@ -87,6 +89,12 @@ def _directory(_name: str, value: str) -> str:
     return os.path.abspath(value)
 
 
+def _socket(_name: str, value: str) -> str | None:
+    """``off`` (any case) turns the control socket off; anything else is its path (§12)."""
+    text = value.strip()
+    return None if text.lower() == "off" else os.path.abspath(text)
+
+
 _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DINIT_DIR": ("directory", _directory),
     "DINIT_JSON_STDOUT": ("json_stdout", _choice(_BOOLEANS, "1, true, yes, on, 0, false, no, off")),
@@ -97,6 +105,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DINIT_TIMEOUT": ("timeout", _seconds),
     "DINIT_EXIT_CODE": (
         "exit_code", _choice({m.value: m for m in ExitCodeMode}, "propagate, summary")),
+    "DINIT_SOCKET": ("socket", _socket),
 }
 
 

@@ -41,6 +41,11 @@ class Service(NamedTuple):
     finish: str | None = None
     #: The service has a ``down`` file: not started (§2).
     down: bool = False
+    #: Where it comes from: ``dir`` (DINIT_DIR), ``command`` (dinit's command line, §9) or ``submit``
+    #: (``dinit submit``, §12).
+    origin: str = "dir"
+    #: Whether its exit tears the container down (a submitted job only with ``--critical``, §12).
+    tears_down: bool = True
 
 
 def _check_program(name: str, path: str) -> None:

@@ -1,0 +1,27 @@
+"""The ``dinit`` command: a first argument that is a subcommand word selects client mode (§12)
+before anything of the init is imported, so ``dinit status`` answers in a few tens of ms;
+everything else is the init (``cli``). ``dinit -- status`` runs a program named ``status``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+#: Subcommand word -> module whose ``main(args)`` runs it (each imports only what it needs).
+CLIENTS = {word: "dinit.control.commands" for word in (
+    "status", "list", "start", "stop", "restart", "signal", "submit", "reload", "shutdown", "pid",
+    "version")}
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the ``dinit`` console script and ``python -m dinit``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in CLIENTS:
+        import importlib
+
+        importlib.import_module(CLIENTS[args[0]]).main(args)
+    from .cli import main as init
+
+    init(args)
