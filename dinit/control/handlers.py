@@ -51,7 +51,7 @@ def _age(pid: int) -> float | None:
         with open(f"/proc/{pid}/stat", "rb") as file:
             started = int(file.read().rsplit(b")", 1)[1].split()[19]) / _CLK_TCK
         with open("/proc/uptime", "rb") as file:
-            return max(0.0, float(file.read().split()[0]) - started)
+            return round(max(0.0, float(file.read().split()[0]) - started), 2)
     except (OSError, ValueError, IndexError):
         return None
 

@@ -228,7 +228,7 @@ class Connection:
     # -- reading -------------------------------------------------------------------------------------
 
     def _resume_reading(self) -> None:
-        if not self._reading and not self._eof and not self._close_when_flushed:
+        if not self._reading and not self._eof:
             self.server.loop.add_reader(self.fd, self._readable)
             self._reading = True
 
@@ -250,6 +250,9 @@ class Connection:
             self._pause_reading()
             self._maybe_close()
             return
+        if self._lines.overflowed:
+            return  # discarded until the client hangs up (closing now could reset the connection
+            # before the client has read the error)
         for line in self._lines.feed(data):
             self._request(line)
             if self.closed:
@@ -258,7 +261,6 @@ class Connection:
             self._reject(ProtocolError(protocol.BAD_REQUEST,
                                        f"request line longer than {protocol.MAX_LINE} bytes"))
             self._close_when_flushed = True
-            self._pause_reading()
             self._maybe_close()
 
     def _request(self, line: bytes) -> None:
@@ -323,9 +325,15 @@ class Connection:
         self._maybe_close()
 
     def _maybe_close(self) -> None:
-        if (self._eof or self._close_when_flushed) and not self._out and (
-                self._close_when_flushed or not self._calls):
+        """Close once a client that hung up has its answers; after a request line that was too
+        long, say so, then shut the sending side and close at the client's hang-up (or deadline)."""
+        if self._out:
+            return
+        if self._eof and (self._close_when_flushed or not self._calls):
             self.close()
+        elif self._close_when_flushed:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
 
     # -- the 10 s request deadline -----------------------------------------------------------------
 
