@@ -22,7 +22,7 @@ from typing import Any
 from common import PYTHON, RESULT_MARK, compile_bytecode, fmt
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ("startup", "idle", "shutdown", "throughput", "long_lines", "reparent")
+SCRIPTS = ("startup", "idle", "shutdown", "throughput", "long_lines", "reparent", "control")
 
 
 def cpu_model() -> str:
