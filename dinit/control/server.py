@@ -220,8 +220,11 @@ class Connection:
         self._eof = False
         self._close_when_flushed = False
         self._deadline: Timer | None = None
-        #: When the last answer left: at exit dinit waits a moment for such a client to hang up.
-        self.answered_at = 0.0
+        #: When the last answer that had to wait (``submit --wait``, ``stop -w``) was given: at exit
+        #: dinit gives such a client a moment to read it and hang up. Other clients get no wait, so
+        #: one that never reads cannot delay dinit's exit.
+        self.waited_answer_at = 0.0
+        self._dispatching = False
         self._resume_reading()
         self._arm_deadline()
 
@@ -272,7 +275,11 @@ class Connection:
         call = Call(self, request)
         self._calls.append(call)
         self._disarm_deadline()
-        self.server.handler.dispatch(call)
+        self._dispatching = True
+        try:
+            self.server.handler.dispatch(call)
+        finally:
+            self._dispatching = False
 
     def _reject(self, error: ProtocolError) -> None:
         """An answer to a request that never became a call, still in its place in the order."""
@@ -287,7 +294,8 @@ class Connection:
         if self.closed:
             return
         self._ready[call] = line
-        self.answered_at = time.monotonic()
+        if not self._dispatching:
+            self.waited_answer_at = time.monotonic()
         while self._calls and self._calls[0] in self._ready:
             self._write(self._ready.pop(self._calls.popleft()))
             if self.closed:
@@ -371,7 +379,7 @@ class Connection:
         """At exit: queued answers get a last chance to leave, and a client answered a moment ago
         (``submit --wait``, ``stop -w``) a moment to read and hang up before dinit, as PID 1, exits
         and the kernel kills every process of its namespace (§12). Blocking, but bounded."""
-        if self.closed or (not self._out and deadline - self.answered_at > 2 * _FINAL_FLUSH):
+        if self.closed or deadline - self.waited_answer_at > 2 * _FINAL_FLUSH:
             return
         with contextlib.suppress(OSError):
             self.sock.settimeout(max(0.0, deadline - time.monotonic()))
