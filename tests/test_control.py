@@ -462,3 +462,31 @@ def test_busy_idle_and_deaf_clients_delay_nothing(services: Services, tmp_path: 
          message="idle clients closed after 10 s")
     assert ctl("status", "web").returncode == 0  # served again
     assert stop_dinit(dinit) == 0
+
+
+def test_a_waiting_client_is_answered_when_teardown_stops_its_job(services: Services, tmp_path: Path) -> None:
+    """SIGTERM while ``submit --wait`` waits: teardown stops the job, and the client still gets its
+    status (128+15) before dinit, PID 1 of the namespace the client runs in, exits."""
+    services.add("web", WAIT)
+    dinit, ctl = launch(services, tmp_path)
+    ready(dinit, "web")
+    command = ["nsenter", "-t", str(dinit.pid), "-p", "-m", "--", PY, "-m", "dinit", "submit", "--wait",
+               "--name", "job", "--", "sleep", "60"]
+    client = subprocess.Popen(command, env=environment(None, DINIT_SOCKET=str(ctl.sock)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    dinit.wait_for(rb"job/run: running with PID")
+    dinit.signal(signal.SIGTERM)
+    assert dinit.wait() == 0
+    assert client.wait(20) == 128 + signal.SIGTERM, client.stderr.read() if client.stderr else ""
+
+
+def test_the_client_imports_nothing_of_the_init() -> None:
+    """``dinit status`` must not pay for the supervisor, the output path (orjson) or structlog."""
+    code = ("import sys, dinit.entry, dinit.control.commands\n"
+            "print(' '.join(sorted(sys.modules)))")
+    loaded = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    heavy = [name for name in loaded if name.startswith(("dinit.lifecycle", "dinit.output", "dinit.process",
+                                                         "dinit.service", "dinit.log", "dinit.cli",
+                                                         "dinit.control.server", "structlog", "orjson",
+                                                         "msgspec", "asyncio"))]
+    assert heavy == []
