@@ -161,7 +161,7 @@ def crowd(path: Path) -> None:
             with contextlib.suppress(OSError):
                 deaf.send(STATUS * 64)
         with contextlib.suppress(InterruptedError):
-            readable, _, _ = select.select([c for c in clients if c is not deaf], [], [], 0.01)
+            readable, _, _ = select.select([c for c in clients if c is not deaf], [], [], 0.2)
         for client in readable:
             with contextlib.suppress(OSError):
                 if client.recv(65536):

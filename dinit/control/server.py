@@ -32,6 +32,8 @@ from .protocol import ProtocolError
 _READ_SIZE = 65536
 #: Connections accepted per wake-up of the listening socket.
 _ACCEPT_BATCH = 16
+#: How long accepting pauses after it failed (e.g. out of fds).
+_ACCEPT_PAUSE = 0.5
 #: At exit, how long answers still queued may take to leave (a waiting client gets its answer, §12).
 _FINAL_FLUSH = 1.0
 
@@ -412,8 +414,12 @@ class Server:
                 sock, _address = self.listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as error:  # EMFILE and friends: one line, and the loop goes on
+            except OSError as error:  # EMFILE and friends: one line, and a pause (the listening
+                # socket stays readable, so accepting again at once would spin)
                 logger.warning("control: cannot accept a connection: {why}", why=error.strerror)
+                fd = self.listener.sock.fileno()
+                self.loop.remove_reader(fd)
+                self.loop.call_later(_ACCEPT_PAUSE, self.loop.add_reader, fd, self._accept)
                 return
             sock.setblocking(False)
             pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
