@@ -490,3 +490,44 @@ def test_the_client_imports_nothing_of_the_init() -> None:
                                                          "dinit.control.server", "structlog", "orjson",
                                                          "msgspec", "asyncio"))]
     assert heavy == []
+
+
+def test_answers_keep_request_order_while_one_waits(services: Services, tmp_path: Path) -> None:
+    """A ``stop`` that waits for a slow stop holds back the answer to a later ``status`` on the same
+    connection (answered in order, §12). The test is in dinit's namespace (dinit as subreaper), so it
+    may stop."""
+    services.add("slow", "trap 'sleep 0.5; exit 0' TERM\n" + WAIT)
+    dinit, ctl = launch(services, tmp_path, pid1=False)
+    ready(dinit, "slow")
+    client = raw(ctl.sock)
+    client.sendall(b'{"v":1,"id":1,"cmd":"stop","args":{"names":["slow"],"wait":10}}\n'
+                   b'{"v":1,"id":2,"cmd":"status","args":{"names":["slow"]}}\n')
+    stop, status = answers(client, 2)
+    assert (stop["id"], stop["ok"], status["id"]) == (1, True, 2), (stop, status)
+    assert stop["result"]["services"][0]["state"] == "down"
+    # Each request acts when it arrives; only its answer waits its turn: status saw it stopping.
+    assert status["result"]["services"][0]["state"] == "stopping"
+    assert stop_dinit(dinit) == 0
+
+
+def test_w0_does_not_wait(services: Services, tmp_path: Path) -> None:
+    services.add("slow", "trap 'sleep 0.5; exit 0' TERM\n" + WAIT)
+    dinit, ctl = launch(services, tmp_path)
+    ready(dinit, "slow")
+    result = ctl("stop", "-w", "0", "slow")
+    assert (result.returncode, result.stdout) == (0, "")
+    assert ctl.json("status", "slow")[0]["state"] == "stopping"
+    dinit.wait_for(rb"slow: stopped through the control socket, held down")
+    assert stop_dinit(dinit) == 0
+
+
+def test_a_running_jobs_name_is_in_use(services: Services, tmp_path: Path) -> None:
+    services.add("web", WAIT)
+    dinit, ctl = launch(services, tmp_path)
+    ready(dinit, "web")
+    assert ctl("submit", "--name", "job", "--", "sleep", "30").returncode == 0
+    again = ctl("submit", "--name", "job", "--", "true")
+    assert (again.returncode, again.stderr) == (1, "dinit submit: job: a service of that name exists\n")
+    assert ctl("stop", "job").returncode == 0  # a job is a service: stop acts on it too
+    assert dinit.popen.poll() is None
+    assert stop_dinit(dinit) == 0
