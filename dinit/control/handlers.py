@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -38,9 +37,13 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _wall(monotonic: float, now: float) -> str:
-    """A loop time as the ``logged`` timestamp format (§4.3)."""
-    ms = int((time.time() - (now - monotonic)) * 1000)
+#: Wall-clock time minus loop time, taken once, so a service's ``since`` reads the same in every answer.
+_WALL_OFFSET = time.time() - time.monotonic()
+
+
+def _wall(monotonic: float) -> str:
+    """A loop time (``time.monotonic``) in the ``logged`` timestamp format (§4.3)."""
+    ms = int((monotonic + _WALL_OFFSET) * 1000)
     second, millis = divmod(ms, 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{millis:03d}Z"
 
@@ -80,9 +83,9 @@ def describe(state: ServiceState, now: float) -> dict[str, Any]:
         "origin": service.origin,
         "state": state.phase.value,
         "pid": state.run.pid if state.run is not None else None,
-        "since": _wall(state.since, now),
+        "since": _wall(state.since),
         "seconds": round(now - state.since, 3),
-        "ready": _wall(state.since, now) if state.phase is Phase.RUNNING else None,
+        "ready": _wall(state.since) if state.phase is Phase.RUNNING else None,
         "reason": state.reason.value if state.reason is not None else None,
         "held": state.held,
         "normally": "down" if service.down else "up",
@@ -313,6 +316,8 @@ class Handlers:
             cwd = "/"
         program = argv[0]
         if "/" not in program:
+            import shutil  # submit only: kept off dinit's start-up
+
             found = shutil.which(program, path=os.environ.get("PATH", os.defpath))
             if found is None:
                 raise protocol.ProtocolError(protocol.EXEC_FAILED, f"{program}: command not found")

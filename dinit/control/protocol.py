@@ -3,12 +3,12 @@ answered in order.
 
 ``{"v":1,"id":7,"cmd":"stop","args":{...}}`` is answered by ``{"v":1,"id":7,"ok":true,"result":...}``
 or ``{"v":1,"id":7,"ok":false,"error":{"code":"unknown-service","message":"..."}}``. The codec is
-shared by server and client and imports only the standard library, so the client stays fast.
+shared by server and client and imports only the standard library, so the client stays fast;
+``json`` itself is imported on first use, so dinit's start-up does not pay for it.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, NamedTuple
 
 VERSION = 1
@@ -59,6 +59,8 @@ class Request(NamedTuple):
 
 
 def _dumps(value: Any) -> bytes:
+    import json
+
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape")
 
 
@@ -69,6 +71,8 @@ def encode_request(request_id: RequestId, cmd: str, args: dict[str, Any] | None 
 def decode_request(line: bytes) -> Request:
     """Parse one request line (without its newline). Raises ProtocolError(bad-request) carrying the
     request's id when one could be read, so even a bad request is answered under its own id."""
+    import json
+
     try:
         message = json.loads(line)
     except (ValueError, RecursionError):
@@ -101,6 +105,8 @@ def encode_error(error: ProtocolError) -> bytes:
 
 def decode_response(line: bytes) -> dict[str, Any]:
     """Parse one answer line; a malformed one raises ValueError."""
+    import json
+
     message = json.loads(line)
     if not isinstance(message, dict) or not isinstance(message.get("ok"), bool):
         raise ValueError("not a dinit answer")
