@@ -63,6 +63,8 @@ def make_services(root: Path, services: dict[str, str]) -> Path:
 def dinit_env(directory: Path, **variables: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("DINIT_")}
     env["DINIT_DIR"] = str(directory)
+    # The control socket is on, as in production, but beside the services, not in the host's /run.
+    env["DINIT_SOCKET"] = str(directory.parent / "control.sock")
     env.update(variables)
     return env
 

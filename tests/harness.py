@@ -232,8 +232,12 @@ def private_etc(tmp_path: Path, service_dir: Path | None) -> tuple[str, ...]:
 
 
 def environment(services: Services | None, **variables: str) -> dict[str, str]:
-    """The test's environment without any DINIT_* variable, plus the ones given."""
+    """The test's environment without any DINIT_* variable (and the control socket off), plus the
+    ones given."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("DINIT_")}
+    # No control socket unless a test asks for one (at a path of its own): dinits of parallel tests
+    # must not meet at the host's /run/dinit (§12).
+    env["DINIT_SOCKET"] = "off"
     if services is not None:
         env["DINIT_DIR"] = str(services.root)
     env.update(variables)

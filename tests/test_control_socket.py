@@ -103,7 +103,7 @@ def test_default_location_is_run_dinit(services: Services, tmp_path: Path) -> No
     client without DINIT_SOCKET finds it at the default location."""
     services.add("ask", "ls -ld /run/dinit >&2\necho \"socket=$DINIT_SOCKET\" >&2\n"
                         f"env -u DINIT_SOCKET {PY} -m dinit status ask >&2\n")
-    dinit = run(services, wrapper=private_run(tmp_path))
+    dinit = run(services, wrapper=private_run(tmp_path), DINIT_SOCKET="")
     assert dinit.returncode == 0, dinit.stderr
     assert re.search(rb"ask/run: drwx------ \d+ root root .* /run/dinit\n", dinit.stderr)
     assert b"ask/run: socket=/run/dinit/control.sock\n" in dinit.stderr
@@ -113,7 +113,8 @@ def test_default_location_is_run_dinit(services: Services, tmp_path: Path) -> No
 def test_an_unsafe_run_dinit_falls_back_to_dev_shm(services: Services, tmp_path: Path) -> None:
     services.add("ask", "echo \"socket=$DINIT_SOCKET\" >&2\n"
                         f"env -u DINIT_SOCKET {PY} -m dinit status ask >&2\n")
-    dinit = run(services, wrapper=private_run(tmp_path, "mkdir -m 1777 /run/dinit"), DINIT_LOG_LEVEL="info")
+    dinit = run(services, wrapper=private_run(tmp_path, "mkdir -m 1777 /run/dinit"), DINIT_SOCKET="",
+                DINIT_LOG_LEVEL="info")
     assert dinit.returncode == 0, dinit.stderr
     assert b"control socket: /run/dinit is group- or world-writable (mode 1777)" in dinit.stderr
     assert b"ask/run: socket=/dev/shm/dinit/control.sock\n" in dinit.stderr
@@ -123,7 +124,7 @@ def test_an_unsafe_run_dinit_falls_back_to_dev_shm(services: Services, tmp_path:
 def test_no_usable_default_is_an_info_line_and_no_control(services: Services, tmp_path: Path) -> None:
     services.add("ask", "echo \"socket=$DINIT_SOCKET\" >&2\n")
     prepare = "mkdir /run/dinit\nchown 65534 /run/dinit\ntouch /dev/shm/dinit"
-    dinit = run(services, wrapper=private_run(tmp_path, prepare), DINIT_LOG_LEVEL="info")
+    dinit = run(services, wrapper=private_run(tmp_path, prepare), DINIT_SOCKET="", DINIT_LOG_LEVEL="info")
     assert dinit.returncode == 0, dinit.stderr
     info = dinit.messages("info")
     assert b"control socket: /run/dinit is owned by uid 65534, not dinit's uid 0" in info
