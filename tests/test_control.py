@@ -309,6 +309,23 @@ def test_reload_is_not_built_yet(services: Services, tmp_path: Path) -> None:
     assert stop_dinit(dinit) == 0
 
 
+def test_reload_prints_what_the_rescan_changed(services: Services, tmp_path: Path) -> None:
+    """With hot reload's rescan wired in (here a stand-in driver), ``reload`` runs it once and prints
+    each change; it changes things, so it needs the §12 permission."""
+    services.add("web", WAIT)
+    sock = tmp_path / "control.sock"
+    dinit = start(services, entry=(str(Path(__file__).parent / "drivers" / "reload_stub.py"),),
+                  DINIT_SOCKET=str(sock), DINIT_LOG_LEVEL="info")
+    poll(sock.exists, message="the control socket")
+    ctl = Ctl(dinit, sock)
+    result = ctl("reload")
+    assert (result.returncode, result.stdout) == (0, "web: added, starting\n"), result
+    assert b"dinit: info: test driver: rescan" in dinit.stderr
+    assert ctl.json("reload") == {"changes": [{"name": "web", "action": "added, starting"}]}
+    assert ctl("reload", inside=False).returncode == 1  # permission-denied from outside
+    assert stop_dinit(dinit) == 0
+
+
 # -- submit --------------------------------------------------------------------------------------
 
 

@@ -290,6 +290,19 @@ def _submit(run: Run) -> int:
     return EXIT_OK
 
 
+def _reload(run: Run) -> int:
+    """What the rescan changed, one §11 line per service (``web: added, starting``)."""
+    if run.options.words:
+        raise Usage("reload takes no arguments")
+    answer = run.ask("reload", {})
+    if not answer["ok"]:
+        return run.failed(answer)
+    changes = run.result(answer)["changes"]
+    if not run.options.json:
+        run.out("".join(f"{change['name']}: {change['action']}\n" for change in changes) or "no changes\n")
+    return EXIT_OK
+
+
 def _simple(cmd: str, show: Callable[[dict[str, Any]], str] | None = None) -> Callable[[Run], int]:
     def command(run: Run) -> int:
         if run.options.words:
@@ -321,7 +334,7 @@ def _pid(run: Run) -> int:
 
 COMMANDS: dict[str, Callable[[Run], int]] = {
     "status": _status, "list": _list, "start": _control, "stop": _control, "restart": _control,
-    "signal": _signal, "submit": _submit, "reload": _simple("reload"), "shutdown": _simple("shutdown"),
+    "signal": _signal, "submit": _submit, "reload": _reload, "shutdown": _simple("shutdown"),
     "pid": _pid, "version": _simple("version", lambda result: f"dinit {result['version']}\n"),
 }
 

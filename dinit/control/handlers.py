@@ -132,8 +132,12 @@ class _Waiter:
 class Handlers:
     """Serves every command of §12 on one supervisor."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor,
+                 rescan: Callable[[], list[tuple[str, str]]] | None = None) -> None:
+        """``rescan`` is hot reload's "rescan now" (§11), giving (name, what was done) pairs; without
+        it, ``reload`` is an unknown command."""
         self.supervisor = supervisor
+        self._rescan = rescan
         self.loop = supervisor.loop
         self._waiters: list[_Waiter] = []
         #: Services to start once every program of their old instance is gone (restart, start).
@@ -148,6 +152,8 @@ class Handlers:
             "signal": (self._signal, True), "submit": (self._submit, True),
             "shutdown": (self._shutdown, True),
         }
+        if rescan is not None:
+            self.commands["reload"] = (self._reload, True)
         supervisor.observers.append(self._changed)
 
     # -- dispatch ------------------------------------------------------------------------------------
@@ -357,6 +363,11 @@ class Handlers:
         if old is not None and (old.service.origin != "submit" or old.live or old.programs()):
             raise protocol.ProtocolError(protocol.NAME_IN_USE, f"{name}: a service of that name exists")
         return name
+
+    def _reload(self, call: Call) -> None:
+        self._not_tearing_down(call)
+        assert self._rescan is not None
+        call.ok({"changes": [{"name": name, "action": action} for name, action in self._rescan()]})
 
     def _shutdown(self, call: Call) -> None:
         self._not_tearing_down(call)
