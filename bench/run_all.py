@@ -23,7 +23,7 @@ from common import PYTHON, RESULT_MARK, compile_bytecode, fmt
 
 BENCH = Path(__file__).resolve().parent
 SCRIPTS = ("startup", "idle", "shutdown", "throughput", "long_lines", "reparent", "dinit_log", "reload",
-           "readiness")
+           "readiness", "control")
 
 
 def cpu_model() -> str:

@@ -1,5 +1,5 @@
 """``python -m dinit``: the same as the ``dinit`` console script."""
 
-from .cli import main
+from .entry import main
 
 main()

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from . import log as own_log
@@ -41,6 +41,9 @@ from .readiness.events import Events
 from .readiness.probes import Exposure, ProbeError
 from .service.discovery import Service, ServiceError, scan
 
+if TYPE_CHECKING:
+    from .control.server import Listener
+
 USAGE = """\
 usage: dinit [--help] [--version] [--] [CMD [ARG...]]
 
@@ -58,7 +61,9 @@ DINIT_LOG_FORMAT, DINIT_REPARENTING_POLICY, DINIT_KILL_TIMEOUT, DINIT_TIMEOUT, D
 DINIT_FINISH, DINIT_START_DIR, DINIT_STOP_DIR, DINIT_STOP_DELAY, DINIT_COLOR (and NO_COLOR),
 DINIT_STOP_IGNORED, DINIT_WATCH, DINIT_WATCH_INTERVAL, DINIT_CHECK_INTERVAL, DINIT_CHECK_TIMEOUT,
 DINIT_READY_FILE, DINIT_HTTP_ADDR, DINIT_WEBHOOK, DINIT_WEBHOOK_METHOD, DINIT_WEBHOOK_TIMEOUT,
-DINIT_WEBHOOK_TOKEN (see README).
+DINIT_WEBHOOK_TOKEN, DINIT_SOCKET (see README).
+Client mode: dinit status|list|start|stop|restart|signal|submit|reload|shutdown|pid|version
+(dinit status --help).
 """
 
 MAIN_SERVICE = "main"
@@ -167,6 +172,7 @@ class Dinit:
     def _supervise(self, config: Config, services: list[Service], propagate: bool,
                    transparent: bool, hooks: HookPaths) -> int:
         loop = self.loop
+        listener = self._listen(config)  # before the services: their programs get DINIT_SOCKET
         mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout,
                           colors=(colored(config.color, 1), colored(config.color, 2)))
         supervisor = Supervisor(config, services, mux, loop, propagate, transparent, hooks, self.readiness)
@@ -175,6 +181,14 @@ class Dinit:
         self.reconciler = Reconciler(config, supervisor, loop)
         self.reconciler.start()
         loop.exception_handler = lambda error: _internal_error(supervisor, error)
+        server = None
+        if listener is not None:
+            from .control.handlers import Handlers
+            from .control.server import Server
+
+            reconciler = self.reconciler
+            server = Server(loop, listener, Handlers(
+                supervisor, rescan=lambda: [(c.name, c.action.value) for c in reconciler.rescan()]))
         try:
             exposure = Exposure(supervisor, self.readiness)
         except ProbeError as error:
@@ -191,9 +205,26 @@ class Dinit:
             return supervisor.run()
         finally:
             exposure.close()
+            if server is not None:
+                server.close()
             supervisor.reparenter.close()
             if webhook is not None:
                 webhook.close()
+
+    def _listen(self, config: Config) -> Listener | None:
+        """The control socket (§12); an explicit DINIT_SOCKET that cannot be used is a
+        configuration error."""
+        if config.socket is None:
+            return None
+        from .control.server import SocketUnusable, open_listener
+
+        try:
+            listener = open_listener(config.socket)
+        except SocketUnusable as error:
+            self.fail(f"invalid DINIT_SOCKET {config.socket!r}: {error}")
+        if listener is not None:
+            os.environ["DINIT_SOCKET"] = listener.path
+        return listener
 
 
 def _internal_error(supervisor: Supervisor, error: BaseException) -> None:
@@ -215,7 +246,7 @@ def find_services(config: Config, command: list[str]) -> list[Service]:
         cwd = os.getcwd()
         program = command[0] if "/" in command[0] else shutil.which(command[0]) or command[0]
         services.append(Service(name=MAIN_SERVICE, directory=cwd, run=program, argv=tuple(command),
-                                command=True))
+                                command=True, origin="command"))
         services.sort(key=lambda service: os.fsencode(service.name))
     return services
 
@@ -237,11 +268,6 @@ def undo_locale_coercion() -> None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``dinit`` console script and ``python -m dinit``."""
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    if arguments[:1] == ["log"]:  # ``dinit log ...`` is dinit-log (§15), a separate program
-        from .logtool.main import main as log_main
-
-        log_main(arguments[1:])
     undo_locale_coercion()
     prepare_own_fds()
     signal.pthread_sigmask(signal.SIG_SETMASK, [])

@@ -96,6 +96,8 @@ class Config(NamedTuple):
     stop_ignored: StopIgnored = StopIgnored.WAIT
     watch: WatchMode = WatchMode.OFF
     watch_interval: float = 5.0
+    #: The control socket (§12): "" for the default locations, None for ``off``, else a path.
+    socket: str | None = ""
 
 
 def _choice(table: Mapping[str, T], accepted: str) -> Callable[[str, str], T]:
@@ -145,6 +147,12 @@ def _directory(_name: str, value: str) -> str:
     return os.path.abspath(value)
 
 
+def _socket(_name: str, value: str) -> str | None:
+    """``off`` (any case) turns the control socket off; anything else is its path (§12)."""
+    text = value.strip()
+    return None if text.lower() == "off" else os.path.abspath(text)
+
+
 _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DINIT_DIR": ("directory", _directory),
     "DINIT_JSON_STDOUT": ("json_stdout", _choice(_BOOLEANS, "1, true, yes, on, 0, false, no, off")),
@@ -165,6 +173,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
         "stop_ignored", _choice({s.value: s for s in StopIgnored}, "wait, kill")),
     "DINIT_WATCH": ("watch", _choice(_WATCH_WORDS, "off, on, poll (or 0, false, no, 1, true, yes)")),
     "DINIT_WATCH_INTERVAL": ("watch_interval", _interval),
+    "DINIT_SOCKET": ("socket", _socket),
 }
 
 

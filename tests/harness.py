@@ -246,9 +246,12 @@ NO_HOOKS = "/nonexistent/dinit-tests/hooks"
 
 def environment(services: Services | None, **variables: str) -> dict[str, str]:
     """The test's environment without any DINIT_* variable (nor NO_COLOR), plus the ones given; the
-    hook directories point nowhere unless given."""
+    hook directories point nowhere and the control socket is off unless given."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("DINIT_") and key != "NO_COLOR"}
+    # No control socket unless a test asks for one (at a path of its own): dinits of parallel tests
+    # must not meet at the host's /run/dinit (§12).
+    env["DINIT_SOCKET"] = "off"
     if services is not None:
         env["DINIT_DIR"] = str(services.root)
     env["DINIT_START_DIR"] = env["DINIT_STOP_DIR"] = NO_HOOKS

@@ -79,6 +79,7 @@ _LINES: Mapping[Phase, tuple[str | None, str]] = {
     Phase.CRASHED: ("run", "PID {pid} finished with {how}"),
 }
 _READY_LINE = ("run", "ready")
+_HELD_LINE = (None, "stopped through the control socket, held down until started")
 
 Observer = Callable[["ServiceState", Phase], None]
 
@@ -107,6 +108,8 @@ class ServiceState:
         self.last_exit: int | None = None
         #: The loop time when dinit asked it to stop (SIGTERM or its stop hook).
         self.stop_asked: float | None = None
+        #: Stopped through the control socket: stays ``down`` until started through it (§12).
+        self.held = False
         self._observer = observer
 
     @property
@@ -121,8 +124,8 @@ class ServiceState:
     @property
     def counts(self) -> bool:
         """Whether this service's exits tear the container down and count for the exit code:
-        not once dinit stopped it at run time (§10)."""
-        return self.reason in (None, StopReason.TEARDOWN)
+        not once dinit stopped it at run time (§10), nor a job submitted without ``--critical``."""
+        return self.service.tears_down and self.reason in (None, StopReason.TEARDOWN)
 
     def programs(self) -> list[Program]:
         """Every process of this service dinit still waits for."""
@@ -134,7 +137,7 @@ class ServiceState:
         if phase not in _NEXT[previous]:
             raise InvalidTransition(f"{self.name}: {previous.value} -> {phase.value}")
         stage, template = _READY_LINE if (previous, phase) == (Phase.STARTING, Phase.RUNNING) \
-            else _LINES[phase]
+            else _HELD_LINE if phase is Phase.DOWN and self.held else _LINES[phase]
         if phase is not Phase.STOPPING and phase not in _ENDED:
             self.reason = None
         self.phase = phase

@@ -98,6 +98,8 @@ class Supervisor:
         self._owner: dict[int, ServiceState] = {}
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.readiness = Readiness(self, readiness or ReadinessSettings())
+        #: Why the last program that could not be started failed (for the control socket, §12).
+        self.exec_error: OSError | None = None
         self.reparenter = Reparenter(self, config.policy, config.kill_timeout)
         self.hooks = ContainerHooks(self, hooks or HookPaths(), config.timeout)
         mux.on_idle = self._check_done
@@ -266,7 +268,9 @@ class Supervisor:
             return
         logger.error("cannot run {path}: {reason}", service=state.name, stage=stage, path=path,
                      reason=exec_errors.explain(path, error))
-        self.teardown(Outcome.exec_failure(error, state.service.command))
+        self.exec_error = error
+        if self.container is ContainerPhase.STARTING:  # at run time (§12 start, submit) never fatal
+            self.teardown(Outcome.exec_failure(error, state.service.command))
 
     def start_service(self, state: ServiceState) -> None:
         """Start the logger (if any), then ``run`` (§3, §4.5)."""
@@ -537,6 +541,37 @@ class Supervisor:
             logger.warning("still waiting for {waiting}, {elapsed:.0f} s after {what}", waiting=waiting,
                            elapsed=elapsed, what=self._teardown_word)
         self.loop.call_later(_WAIT_WARNING_INTERVAL, self._still_waiting)
+
+    # -- the control socket (§12) ------------------------------------------------------------------
+
+    def start(self, state: ServiceState) -> OSError | None:
+        """Start a service at run time: one that cannot be run is one error line and the error
+        returned, never teardown. The caller makes sure none of its programs is left."""
+        self.exec_error = None
+        self.start_service(state)
+        return self.exec_error
+
+    def submit(self, service: Service) -> tuple[ServiceState, OSError | None]:
+        """Add a transient service (``dinit submit``) and start it; on failure it is not kept."""
+        state = ServiceState(service, os.environ, self._transitioned, self.loop.time())
+        self.states[service.name] = state
+        error = self.start(state)
+        if error is not None:
+            del self.states[service.name]
+        return state, error
+
+    def signal_service(self, state: ServiceState, signum: int) -> bool:
+        """Send ``signum`` to a service's ``run``, as forwarding does; False if it is not running."""
+        if state.run is None:
+            return False
+        self._send(state.run, signum)
+        return True
+
+    def shutdown(self, requester: int) -> None:
+        """``dinit shutdown``: teardown as on SIGTERM, saying who asked."""
+        logger.info("shutdown requested by PID {pid}, terminating services", pid=requester)
+        self._teardown_word = "the shutdown request"
+        self.teardown(Outcome.ok())
 
     # -- reaping -----------------------------------------------------------------------------------
 

@@ -46,6 +46,11 @@ class Service(NamedTuple):
     down: bool = False
     #: Its readiness sources (§13): ``notification-fd``, ``notify-socket``, ``check``, ``ready-port``.
     readiness: readiness_files.Readiness = readiness_files.NONE
+    #: Where it comes from: ``dir`` (DINIT_DIR), ``command`` (dinit's command line, §9) or ``submit``
+    #: (``dinit submit``, §12).
+    origin: str = "dir"
+    #: Whether its exit tears the container down (a submitted job only with ``--critical``, §12).
+    tears_down: bool = True
 
 
 def program_problem(path: str) -> str | None:

@@ -1,0 +1,476 @@
+"""The control socket's server side (§12): where the socket lives, and its connections on dinit's
+event loop.
+
+Everything is non-blocking and bounded, so no client can delay signals, reaping or output: a
+connection reads at most one buffer per wake-up, keeps at most one request line (64 KiB) and 1 MiB of
+unread answers, pauses reading while its answers are not read, and is closed when it lets a request
+line take longer than 10 s. Answers leave in request order, also when one of them waits (``stop -w``,
+``submit --wait``). Sockets waiting to become writable sit in an epoll set of the server's own, whose
+fd is one reader of the main loop, so the loop needs no write-readiness support of its own.
+
+Sockets are the C module's (``_socket``): ``socket.py`` converts its constants to enums on import,
+which would add about 3 ms to every start of dinit.
+"""
+
+from __future__ import annotations
+
+import _socket
+import contextlib
+import errno
+import os
+import select
+import stat
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+from ..log import logger
+from ..loop import Loop, Timer
+from . import protocol
+from .protocol import ProtocolError
+
+#: How much one wake-up reads from a connection.
+_READ_SIZE = 65536
+#: Connections accepted per wake-up of the listening socket.
+_ACCEPT_BATCH = 16
+#: How long accepting pauses after it failed (e.g. out of fds).
+_ACCEPT_PAUSE = 0.5
+#: At exit, how long answers still queued may take to leave (a waiting client gets its answer, §12).
+_FINAL_FLUSH = 1.0
+
+
+class SocketUnusable(Exception):
+    """A socket location that cannot be used; the message says why."""
+
+
+class AnotherDinit(Exception):
+    """The socket answers: another dinit owns it."""
+
+
+class Listener(NamedTuple):
+    """A bound, listening control socket and the inode it created (so exit removes only its own)."""
+
+    sock: _socket.socket
+    path: str
+    inode: int
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if os.lstat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        self.sock.close()
+
+
+def _own_directory(directory: str) -> None:
+    """Create ``directory`` 0700, or accept an existing one only if dinit's user owns it and nobody
+    else may write to it: otherwise someone else could put their own socket there (§12)."""
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as error:
+        raise SocketUnusable(f"cannot create {directory}: {error.strerror}") from None
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise SocketUnusable(f"{directory} is not a directory")
+    if info.st_uid != os.geteuid():
+        raise SocketUnusable(f"{directory} is owned by uid {info.st_uid}, not dinit's uid {os.geteuid()}")
+    if info.st_mode & 0o022:
+        raise SocketUnusable(f"{directory} is group- or world-writable (mode {info.st_mode & 0o7777:o})")
+
+
+def _clear_stale(path: str) -> None:
+    """``path`` exists: a socket nobody listens on is stale and removed; one that answers belongs to
+    another dinit; anything else is not dinit's to remove."""
+    info = os.lstat(path)
+    if not stat.S_ISSOCK(info.st_mode):
+        raise SocketUnusable(f"{path} exists and is not a socket")
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+        return
+    except TimeoutError:
+        raise AnotherDinit(path) from None  # alive but its backlog is full
+    except OSError as error:
+        raise SocketUnusable(f"cannot check {path}: {error.strerror}") from None
+    finally:
+        probe.close()
+    raise AnotherDinit(path)
+
+
+def bind(path: str) -> Listener:
+    """Listen on ``path``, created mode 0600 (umask during bind, so it is never more open, not even
+    between bind and listen). Raises SocketUnusable or AnotherDinit."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC)
+    old_umask = os.umask(0o177)
+    try:
+        try:
+            sock.bind(path)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            _clear_stale(path)
+            sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(64)
+        return Listener(sock, path, os.lstat(path).st_ino)
+    except OSError as error:
+        sock.close()
+        raise SocketUnusable(f"cannot listen on {path}: {error.strerror or error}") from None
+    except (SocketUnusable, AnotherDinit):
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+
+
+def open_listener(setting: str) -> Listener | None:
+    """The control socket for ``DINIT_SOCKET`` (a path, or "" for the defaults; §12). A default
+    location that cannot be used is an info line; an explicit path that cannot be used raises
+    SocketUnusable (a configuration error); a socket that answers is another dinit's: a warning,
+    and no control socket."""
+    try:
+        if setting:
+            return bind(setting)
+        for path in protocol.DEFAULT_PATHS:
+            try:
+                _own_directory(os.path.dirname(path))
+                return bind(path)
+            except SocketUnusable as error:
+                logger.info("control socket: {why}", why=error)
+        logger.info("no usable control socket location, running without control")
+        return None
+    except AnotherDinit as error:
+        logger.warning("control socket {path} answers: another dinit owns it, running without control",
+                       path=error)
+        return None
+
+
+class Peer(NamedTuple):
+    """The client's credentials from ``SO_PEERCRED`` (taken by the kernel at connect time). A PID of
+    0 is a process outside dinit's PID namespace."""
+
+    pid: int
+    uid: int
+    gid: int
+
+    def may_change(self) -> bool:
+        """Commands that change anything need uid 0 or dinit's own uid, and a peer inside dinit's
+        PID namespace (§12)."""
+        return self.pid != 0 and self.uid in (0, os.geteuid())
+
+
+class Handler(Protocol):
+    """What serves requests: the commands of ``handlers``."""
+
+    def dispatch(self, call: Call) -> None: ...
+
+    def settle(self) -> None: ...
+
+
+class Call:
+    """One request being answered. The answer (or, for a subscription, each event) goes out once
+    every earlier request of the connection is answered."""
+
+    __slots__ = ("_connection", "answered", "on_cancel", "peer", "request")
+
+    def __init__(self, connection: Connection, request: protocol.Request) -> None:
+        self._connection = connection
+        self.request = request
+        self.peer = connection.peer
+        self.answered = False
+        #: Called if the connection closes before the answer (a waiter stops waiting).
+        self.on_cancel: Callable[[], None] | None = None
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return self.request.args
+
+    @property
+    def cancelled(self) -> bool:
+        return self._connection.closed
+
+    def ok(self, result: Any) -> None:
+        self._finish(protocol.encode_result(self.request.id, result))
+
+    def fail(self, code: str, message: str, **extra: Any) -> None:
+        self._finish(protocol.encode_error(ProtocolError(code, message, self.request.id, extra)))
+
+    def _finish(self, line: bytes) -> None:
+        if self.answered:
+            return
+        self.answered = True
+        self._connection.answered(self, line)
+
+
+class Connection:
+    """One client: reads request lines, queues answers in order, writes without blocking."""
+
+    def __init__(self, server: Server, sock: _socket.socket, peer: Peer) -> None:
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.closed = False
+        self._lines = protocol.LineBuffer()
+        self._calls: deque[Call] = deque()
+        self._ready: dict[Call, bytes] = {}
+        self._out = bytearray()
+        self._reading = False
+        self._eof = False
+        self._close_when_flushed = False
+        self._deadline: Timer | None = None
+        #: When the last answer that had to wait (``submit --wait``, ``stop -w``) was given: at exit
+        #: dinit gives such a client a moment to read it and hang up. Other clients get no wait, so
+        #: one that never reads cannot delay dinit's exit.
+        self.waited_answer_at = 0.0
+        self._dispatching = False
+        self._resume_reading()
+        self._arm_deadline()
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def _resume_reading(self) -> None:
+        if not self._reading and not self._eof:
+            self.server.loop.add_reader(self.fd, self._readable)
+            self._reading = True
+
+    def _pause_reading(self) -> None:
+        if self._reading:
+            self.server.loop.remove_reader(self.fd)
+            self._reading = False
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self._eof = True
+            self._pause_reading()
+            self._maybe_close()
+            return
+        if self._lines.overflowed:
+            return  # discarded until the client hangs up (closing now could reset the connection
+            # before the client has read the error)
+        for line in self._lines.feed(data):
+            self._request(line)
+            if self.closed:
+                return
+        if self._lines.overflowed:
+            self._reject(ProtocolError(protocol.BAD_REQUEST,
+                                       f"request line longer than {protocol.MAX_LINE} bytes"))
+            self._close_when_flushed = True
+            self._maybe_close()
+
+    def _request(self, line: bytes) -> None:
+        try:
+            request = protocol.decode_request(line)
+        except ProtocolError as error:
+            self._reject(error)
+            return
+        call = Call(self, request)
+        self._calls.append(call)
+        self._disarm_deadline()
+        self._dispatching = True
+        try:
+            self.server.handler.dispatch(call)
+        finally:
+            self._dispatching = False
+
+    def _reject(self, error: ProtocolError) -> None:
+        """An answer to a request that never became a call, still in its place in the order."""
+        call = Call(self, protocol.Request(error.request_id, "", {}))
+        self._calls.append(call)
+        call.answered = True
+        self.answered(call, protocol.encode_error(error))
+
+    # -- answering -----------------------------------------------------------------------------------
+
+    def answered(self, call: Call, line: bytes) -> None:
+        if self.closed:
+            return
+        self._ready[call] = line
+        if not self._dispatching:
+            self.waited_answer_at = time.monotonic()
+        while self._calls and self._calls[0] in self._ready:
+            self._write(self._ready.pop(self._calls.popleft()))
+            if self.closed:
+                return
+        if not self._calls:
+            self._arm_deadline()
+        self._maybe_close()
+
+    def _write(self, data: bytes) -> None:
+        self._out += data
+        self.flush()
+        if len(self._out) > protocol.MAX_QUEUED:
+            logger.info("control: client PID {pid} does not read its answers, disconnecting it",
+                        pid=self.peer.pid)
+            self.close()
+        elif len(self._out) > protocol.MAX_LINE:
+            self._pause_reading()  # answer what was asked before reading more questions
+
+    def flush(self) -> None:
+        """Send what the socket takes now; wait for writability for the rest."""
+        while self._out and not self.closed:
+            try:
+                sent = self.sock.send(self._out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.close()
+                return
+            del self._out[:sent]
+        if self.closed:
+            return
+        self.server.want_write(self, bool(self._out))
+        if len(self._out) <= protocol.MAX_LINE:
+            self._resume_reading()
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        """Close once a client that hung up has its answers; after a request line that was too
+        long, say so, then shut the sending side and close at the client's hang-up (or deadline)."""
+        if self._out:
+            return
+        if self._eof and (self._close_when_flushed or not self._calls):
+            self.close()
+        elif self._close_when_flushed:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(_socket.SHUT_WR)
+
+    # -- the 10 s request deadline -----------------------------------------------------------------
+
+    def _arm_deadline(self) -> None:
+        self._disarm_deadline()
+        self._deadline = self.server.loop.call_later(protocol.REQUEST_TIMEOUT, self._too_slow)
+
+    def _disarm_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self._calls:
+            self.close()
+
+    # -- the end ---------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._pause_reading()
+        self._disarm_deadline()
+        self.server.forget(self)
+        for call in self._calls:
+            if not call.answered and call.on_cancel is not None:
+                call.on_cancel()
+        self._calls.clear()
+        self._ready.clear()
+        self.sock.close()
+
+    def final_flush(self, deadline: float) -> None:
+        """At exit: queued answers get a last chance to leave, and a client answered a moment ago
+        (``submit --wait``, ``stop -w``) a moment to read and hang up before dinit, as PID 1, exits
+        and the kernel kills every process of its namespace (§12). Blocking, but bounded."""
+        if self.closed or deadline - self.waited_answer_at > 2 * _FINAL_FLUSH:
+            return
+        with contextlib.suppress(OSError):
+            self.sock.settimeout(max(0.0, deadline - time.monotonic()))
+            self.sock.sendall(self._out)
+            self._out.clear()
+            while self.sock.recv(_READ_SIZE):
+                pass
+
+
+class Server:
+    """Accepts connections on the listener and serves them with ``handler``."""
+
+    def __init__(self, loop: Loop, listener: Listener, handler: Handler) -> None:
+        self.loop = loop
+        self.listener = listener
+        self.handler = handler
+        self._connections: dict[int, Connection] = {}
+        self._writable_set = select.epoll()
+        self._waiting_write: set[int] = set()
+        loop.add_reader(listener.sock.fileno(), self._accept)
+        loop.add_reader(self._writable_set.fileno(), self._writable)
+
+    @property
+    def path(self) -> str:
+        return self.listener.path
+
+    def _accept(self) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                fd, _address = self.listener.sock._accept()  # type: ignore[attr-defined]  # accept4, CLOEXEC
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # EMFILE and friends: one line, and a pause (the listening
+                # socket stays readable, so accepting again at once would spin)
+                logger.warning("control: cannot accept a connection: {why}", why=error.strerror)
+                fd = self.listener.sock.fileno()
+                self.loop.remove_reader(fd)
+                self.loop.call_later(_ACCEPT_PAUSE, self.loop.add_reader, fd, self._accept)
+                return
+            sock = _socket.socket(fileno=fd)
+            sock.setblocking(False)
+            creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # struct ucred
+            pid, uid, gid = (int.from_bytes(creds[i:i + 4], sys.byteorder, signed=True) for i in (0, 4, 8))
+            if len(self._connections) >= protocol.MAX_CONNECTIONS:
+                self._refuse(sock)
+                continue
+            connection = Connection(self, sock, Peer(pid, uid, gid))
+            if not connection.closed:
+                self._connections[connection.fd] = connection
+
+    @staticmethod
+    def _refuse(sock: _socket.socket) -> None:
+        """One connection too many: ``busy``, sent without waiting, and closed."""
+        with contextlib.suppress(OSError):
+            sock.send(protocol.encode_error(ProtocolError(
+                protocol.BUSY, f"too many connections (at most {protocol.MAX_CONNECTIONS})")))
+        sock.close()
+
+    def want_write(self, connection: Connection, wanted: bool) -> None:
+        fd = connection.fd
+        if wanted and fd not in self._waiting_write:
+            self._writable_set.register(fd, select.EPOLLOUT)
+            self._waiting_write.add(fd)
+        elif not wanted and fd in self._waiting_write:
+            self._writable_set.unregister(fd)
+            self._waiting_write.discard(fd)
+
+    def _writable(self) -> None:
+        for fd, _events in self._writable_set.poll(0):
+            connection = self._connections.get(fd)
+            if connection is not None:
+                connection.flush()
+
+    def forget(self, connection: Connection) -> None:
+        self.want_write(connection, False)
+        self._connections.pop(connection.fd, None)
+
+    def close(self) -> None:
+        """At exit: settle what waits (a waiting client gets its answer before dinit exits), send
+        what is queued within a bound, then close everything and remove the socket (§12)."""
+        self.handler.settle()
+        deadline = time.monotonic() + _FINAL_FLUSH
+        for connection in list(self._connections.values()):
+            connection.final_flush(deadline)
+            connection.close()
+        self.loop.remove_reader(self.listener.sock.fileno())
+        self.loop.remove_reader(self._writable_set.fileno())
+        self._writable_set.close()
+        self.listener.close()
