@@ -77,6 +77,8 @@ class Supervisor:
         self.loop = loop
         self.mux = mux
         self.programs: dict[int, Program] = {}
+        #: PIDs to reap without a word when they become dinit's children (see reap_quietly).
+        self.quiet: set[int] = set()
         self.container = ContainerPhase.STARTING
         #: Called after every service transition (events, waiting clients).
         self.observers: list[Observer] = []
@@ -112,7 +114,13 @@ class Supervisor:
         return self._terminating
 
     def known(self, pid: int) -> bool:
-        return pid in self.programs
+        return pid in self.programs or pid in self.quiet
+
+    def reap_quietly(self, pid: int) -> None:
+        """A process dinit killed on purpose (a leftover of a hung ``check``): when it becomes dinit's
+        child it is reaped without a word, and dinit does not wait for it by name -- only as one of
+        its children, so a process that is never reparented to dinit cannot hold teardown up."""
+        self.quiet.add(pid)
 
     def add_program(self, program: Program, state: ServiceState | None = None) -> None:
         """The one way a process becomes one dinit waits for: started by dinit, or reparented."""
@@ -585,7 +593,9 @@ class Supervisor:
             if info is None or not info.si_pid:
                 break
             pid = info.si_pid
-            if pid not in self.programs:
+            if pid in self.quiet:
+                self.quiet.discard(pid)
+            elif pid not in self.programs:
                 self.reparenter.reaping_unknown(pid)
             _, status = os.waitpid(pid, 0)
             self.exited(pid, status)

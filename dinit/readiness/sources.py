@@ -264,14 +264,12 @@ class Readiness:
         self._kill_check(watch, program)
 
     def _kill_check(self, watch: Watch, program: Program) -> None:
-        """SIGKILL the check's whole session; its other processes, reparented to dinit, are known
-        programs so they are reaped quietly instead of being reported as strays (§6.2)."""
+        """SIGKILL the check's whole session; its other processes, reparented to dinit, are reaped
+        quietly instead of being reported as strays (§6.2)."""
         program.signalled.add(9)
         for pid in kill_session(program.pid):
             if pid != program.pid and not self._host.known(pid):
-                leftover = Program(pid, watch.state.name, "check", Role.HOOK)
-                leftover.on_exit = _ignore_exit
-                self._host.add_program(leftover)
+                self._host.reap_quietly(pid)
 
     # -- ready-port -----------------------------------------------------------------------------
 
@@ -310,10 +308,6 @@ def _listening(port: Port) -> set[int]:
         if port.protocol == "unix":
             return procfs.listening_unix(port.path)
         return procfs.listening_inet(port.protocol, port.port)
-
-
-def _ignore_exit(_program: Program, _status: int) -> None:
-    """A leftover of a killed check: nothing to report."""
 
 
 def _notify_socket(name: str) -> tuple[socket.socket, str]:
