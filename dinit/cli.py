@@ -181,6 +181,7 @@ class Dinit:
         self.reconciler = Reconciler(config, supervisor, loop)
         self.reconciler.start()
         loop.exception_handler = lambda error: _internal_error(supervisor, error)
+        self.events = Events(supervisor)  # before the control socket, whose ``events`` serves it
         server = None
         if listener is not None:
             from .control.handlers import Handlers
@@ -188,12 +189,12 @@ class Dinit:
 
             reconciler = self.reconciler
             server = Server(loop, listener, Handlers(
-                supervisor, rescan=lambda: [(c.name, c.action.value) for c in reconciler.rescan()]))
+                supervisor, rescan=lambda: [(c.name, c.action.value) for c in reconciler.rescan()],
+                events=self.events))
         try:
             exposure = Exposure(supervisor, self.readiness)
         except ProbeError as error:
             self.fail(str(error))
-        self.events = Events(supervisor)
         webhook = None
         if self.readiness.webhook:
             from .readiness.webhook import Webhook

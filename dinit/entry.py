@@ -13,7 +13,7 @@ from typing import NoReturn
 #: Subcommand word -> module whose ``main(args)`` runs it (each imports only what it needs).
 CLIENTS = {word: "dinit.control.commands" for word in (
     "status", "list", "start", "stop", "restart", "signal", "submit", "reload", "shutdown", "pid",
-    "version")}
+    "version", "check", "events")}
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -6,9 +6,10 @@ starting Python.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from . import protocol
@@ -72,6 +73,25 @@ class Client:
                     return answer
         except TimeoutError:
             raise Unreachable("dinit did not answer in time") from None
+        except (OSError, ValueError) as error:
+            raise Unreachable(f"lost the connection to dinit: {error}") from None
+
+    def stream(self, cmd: str, args: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Send a subscription request (``events``) and yield each line's object until dinit closes
+        the connection: event objects, or one error answer (it has ``ok``)."""
+        self._next_id += 1
+        try:
+            self._sock.settimeout(None)
+            self._sock.sendall(protocol.encode_request(self._next_id, cmd, args))
+            while True:
+                try:
+                    line = self._line()
+                except ConnectionError:
+                    return
+                message = json.loads(line)
+                if not isinstance(message, dict):
+                    raise ValueError("not a dinit event")
+                yield message
         except (OSError, ValueError) as error:
             raise Unreachable(f"lost the connection to dinit: {error}") from None
 

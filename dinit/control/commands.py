@@ -29,12 +29,15 @@ usage: dinit status [NAME...] [--json]
        dinit submit [--name N] [--critical] [--wait] [--json] [--] CMD [ARG...]
        dinit reload [--json]
        dinit shutdown [--json]
+       dinit check [NAME...] [--wait SEC] [--alive] [--json]
+       dinit events [--no-replay]
        dinit pid NAME [--json]
        dinit version [--json]
 
 Talks to the running dinit through its control socket (DINIT_SOCKET, else /run/dinit/control.sock,
 then /dev/shm/dinit/control.sock). Exit codes: 0 done, 1 failed or timed out, 2 usage, 3 not running
-(status, pid), 4 unknown service (status, pid) or dinit unreachable.
+(status, pid), 4 unknown service (status, pid) or dinit unreachable. check exits only 0 (ready,
+alive) or 1 (anything else, dinit unreachable included).
 """
 
 
@@ -52,6 +55,8 @@ class Options:
         self.critical = False
         self.wait_job = False
         self.words: list[str] = []
+        self.alive = False
+        self.no_replay = False
 
 
 def _seconds(text: str) -> float:
@@ -87,6 +92,14 @@ def parse(command: str, args: list[str]) -> Options:
             else:
                 arg = arg[2:]
             options.wait = _seconds(arg)
+        elif command == "check" and arg == "--wait":
+            if index >= len(args):
+                raise Usage("--wait needs a number of seconds")
+            options.wait, index = _seconds(args[index]), index + 1
+        elif command == "check" and arg == "--alive":
+            options.alive = True
+        elif command == "events" and arg == "--no-replay":
+            options.no_replay = True
         elif command == "submit" and arg == "--name":
             if index >= len(args):
                 raise Usage("--name needs a name")
@@ -303,6 +316,48 @@ def _reload(run: Run) -> int:
     return EXIT_OK
 
 
+def check_line(result: dict[str, Any]) -> str:
+    """``ok: 3 services ready`` / ``not ready: api (starting 12s, check: exit 1)`` (§13)."""
+    if "alive" in result:
+        return "ok: alive" if result["alive"] else f"not alive: the container is {result['container']}"
+    if result["ready"]:
+        count = result["ready_services"]
+        return f"ok: {count} service{'' if count == 1 else 's'} ready"
+    waiting = [f"{s['name']} ({s['state']} {int(s['seconds'])}s" + (f", {s['detail']})" if s["detail"]
+                                                                       else ")") for s in result["not_ready"]]
+    return "not ready: " + (", ".join(waiting) or f"the container is {result['container']}")
+
+
+def _check(run: Run) -> int:
+    """Exit only 0 or 1, so ``dinit check --wait 60 db || exit 1`` and probes read it simply."""
+    options = run.options
+    if options.alive and (options.words or options.wait != DEFAULT_WAIT):
+        raise Usage("--alive takes no names and no --wait")
+    wait = 0.0 if options.wait == DEFAULT_WAIT else options.wait
+    args = {"alive": True} if options.alive else {"names": options.words, "wait": wait}
+    answer = run.ask("check", args, timeout=wait + ANSWER_TIMEOUT)
+    if not answer["ok"]:
+        run.failed(answer)
+        return EXIT_FAILED
+    result = run.result(answer)
+    if not options.json:
+        run.out(check_line(result) + "\n")
+    return EXIT_OK if result.get("alive", result.get("ready")) else EXIT_FAILED
+
+
+def _events(run: Run) -> int:
+    """JSON lines, each written as it comes, until dinit exits (0) or refuses (1)."""
+    if run.options.words:
+        raise Usage("events takes no arguments")
+    run.client = run.client or Client()
+    for message in run.client.stream("events", {"no_replay": run.options.no_replay}):
+        if message.get("ok") is False:
+            return run.failed(message)
+        run.json_out(message)
+        sys.stdout.flush()
+    return EXIT_OK
+
+
 def _simple(cmd: str, show: Callable[[dict[str, Any]], str] | None = None) -> Callable[[Run], int]:
     def command(run: Run) -> int:
         if run.options.words:
@@ -335,6 +390,7 @@ def _pid(run: Run) -> int:
 COMMANDS: dict[str, Callable[[Run], int]] = {
     "status": _status, "list": _list, "start": _control, "stop": _control, "restart": _control,
     "signal": _signal, "submit": _submit, "reload": _reload, "shutdown": _simple("shutdown"),
+    "check": _check, "events": _events,
     "pid": _pid, "version": _simple("version", lambda result: f"dinit {result['version']}\n"),
 }
 
@@ -346,11 +402,11 @@ def main(args: list[str]) -> NoReturn:
         run = Run(command, parse(command, rest))
         code = COMMANDS[command](run)
     except Usage as error:
-        sys.stderr.write(f"dinit {command}: {error}\n{USAGE}")
-        code = EXIT_USAGE
+        sys.stderr.write(f"dinit {command}: {error}\n" + ("" if command == "check" else USAGE))
+        code = EXIT_FAILED if command == "check" else EXIT_USAGE
     except Unreachable as error:
         sys.stderr.write(f"dinit {command}: {error}\n")
-        code = EXIT_UNREACHABLE
+        code = EXIT_FAILED if command == "check" else EXIT_UNREACHABLE
     except BrokenPipeError:
         code = EXIT_FAILED
     except SystemExit as done:  # --help

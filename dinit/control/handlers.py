@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..lifecycle.state import Phase, ServiceState, StopReason
+from ..lifecycle.state import ContainerPhase, Phase, ServiceState, StopReason
 from ..loop import Timer
 from ..service.discovery import Service
 from . import protocol
@@ -26,6 +26,7 @@ from .server import Call
 
 if TYPE_CHECKING:
     from ..lifecycle.supervisor import Supervisor
+    from ..readiness.events import Event, Events
 
 _ENDED = frozenset({Phase.DISABLED, Phase.STOPPED, Phase.CRASHED})
 _UP = frozenset({Phase.STARTING, Phase.RUNNING})
@@ -133,10 +134,12 @@ class Handlers:
     """Serves every command of §12 on one supervisor."""
 
     def __init__(self, supervisor: Supervisor,
-                 rescan: Callable[[], list[tuple[str, str]]] | None = None) -> None:
+                 rescan: Callable[[], list[tuple[str, str]]] | None = None,
+                 events: Events | None = None) -> None:
         """``rescan`` is hot reload's "rescan now" (§11), giving (name, what was done) pairs; without
-        it, ``reload`` is an unknown command."""
+        it, ``reload`` is an unknown command. ``events`` (§14) serves ``events``, unknown without it."""
         self.supervisor = supervisor
+        self.events = events
         self._rescan = rescan
         self.loop = supervisor.loop
         self._waiters: list[_Waiter] = []
@@ -150,8 +153,10 @@ class Handlers:
             "pid": (self._pid, False), "version": (self._version, False),
             "start": (self._start, True), "stop": (self._stop, True), "restart": (self._restart, True),
             "signal": (self._signal, True), "submit": (self._submit, True),
-            "shutdown": (self._shutdown, True),
+            "shutdown": (self._shutdown, True), "check": (self._check, False),
         }
+        if events is not None:
+            self.commands["events"] = (self._events, False)
         if rescan is not None:
             self.commands["reload"] = (self._reload, True)
         supervisor.observers.append(self._changed)
@@ -218,6 +223,73 @@ class Handlers:
 
     def _version(self, call: Call) -> None:
         call.ok({"version": __version__, "pid": os.getpid()})
+
+    # -- check and events (§13, §14) -----------------------------------------------------------------
+
+    def _check(self, call: Call) -> None:
+        """Ready: the container ``running`` (no names) or every named service ``running``; ``alive``:
+        dinit answers and is not tearing down. ``wait`` answers once ready, at the deadline or at
+        teardown (which makes ready impossible), never with an error: not ready is a result."""
+        supervisor = self.supervisor
+        if call.args.get("alive"):
+            call.ok({"alive": not supervisor.terminating, "container": supervisor.container.value})
+            return
+        names = bool(call.args.get("names"))
+        states = self._names(call)
+        wait = self._wait_seconds(call, 0.0)
+        deadline = self.loop.time() + wait
+
+        def ready() -> bool:
+            if names:
+                return all(state.phase is Phase.RUNNING for state in states)
+            return supervisor.container is ContainerPhase.RUNNING
+
+        def answer() -> None:
+            call.ok(self._readiness(states, ready(), all_services=not names))
+
+        if wait == 0 or ready():
+            answer()
+            return
+        over = lambda _state: ready() or supervisor.terminating or self.loop.time() >= deadline  # noqa: E731
+        self._add_waiter(_Waiter(call, states, over, None, answer))
+
+    def _readiness(self, states: list[ServiceState], ready: bool, all_services: bool) -> dict[str, Any]:
+        """The check result: what is ready, and for each service that is not, how long it has been in
+        which state and what its readiness sources still wait for (``check: exit 1``)."""
+        now = self.loop.time()
+        fine = (Phase.RUNNING, Phase.DOWN, Phase.DISABLED) if all_services else (Phase.RUNNING,)
+        watches = self.supervisor.readiness.watches
+        waiting = []
+        for state in states:
+            if state.phase in fine:
+                continue
+            watch = watches.get(state.name)
+            detail = watch.detail if watch is not None and state.phase is Phase.STARTING else ""
+            if not detail and state.phase in _ENDED and state.last_exit is not None:
+                exit_ = _exit(state.last_exit) or {}
+                detail = f"exit {exit_['code']}" if "code" in exit_ else f"signal {exit_.get('signal')}"
+            waiting.append({"name": state.name, "state": state.phase.value,
+                            "seconds": round(now - state.since, 3), "detail": detail or None})
+        return {"ready": ready, "container": self.supervisor.container.value,
+                "ready_services": sum(state.phase is Phase.RUNNING for state in states),
+                "not_ready": waiting}
+
+    def _events(self, call: Call) -> None:
+        """A subscription: the replay (unless ``no_replay``), then every event, one line each, until
+        the connection closes; a client that leaves 1 MiB unread is disconnected (§12)."""
+        events = self.events
+        assert events is not None
+
+        def send(event: Event) -> None:
+            call.stream(protocol.encode_event({**event, "replay": False}))
+
+        if not call.args.get("no_replay"):
+            for event in events.replay():
+                call.stream(protocol.encode_event(event))
+        if call.cancelled:
+            return
+        events.subscribers.append(send)
+        call.on_cancel = lambda: events.subscribers.remove(send)
 
     # -- start, stop, restart ------------------------------------------------------------------------
 

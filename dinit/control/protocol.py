@@ -103,6 +103,11 @@ def encode_error(error: ProtocolError) -> bytes:
     return _dumps({"v": VERSION, "id": error.request_id, "ok": False, "error": body}) + b"\n"
 
 
+def encode_event(event: dict[str, Any]) -> bytes:
+    """One line of ``events`` (§14): the event object itself, told from an answer by having no ``ok``."""
+    return _dumps(event) + b"\n"
+
+
 def decode_response(line: bytes) -> dict[str, Any]:
     """Parse one answer line; a malformed one raises ValueError."""
     import json

@@ -201,6 +201,12 @@ class Call:
     def fail(self, code: str, message: str, **extra: Any) -> None:
         self._finish(protocol.encode_error(ProtocolError(code, message, self.request.id, extra)))
 
+    def stream(self, line: bytes) -> None:
+        """One line of a subscription (``events``, §14): the call stays open, is never answered, and
+        ends when the connection closes (``on_cancel``). Past 1 MiB unread the client is dropped."""
+        if not self.answered:
+            self._connection.stream(self, line)
+
     def _finish(self, line: bytes) -> None:
         if self.answered:
             return
@@ -220,6 +226,8 @@ class Connection:
         self._lines = protocol.LineBuffer()
         self._calls: deque[Call] = deque()
         self._ready: dict[Call, bytes] = {}
+        #: Lines of a subscription sent while an earlier request still waits for its answer.
+        self._early: dict[Call, bytes] = {}
         self._out = bytearray()
         self._reading = False
         self._eof = False
@@ -305,9 +313,26 @@ class Connection:
             self._write(self._ready.pop(self._calls.popleft()))
             if self.closed:
                 return
+        if self._calls and self._calls[0] in self._early:
+            self._write(self._early.pop(self._calls[0]))
+            if self.closed:
+                return
         if not self._calls:
             self._arm_deadline()
         self._maybe_close()
+
+    def stream(self, call: Call, line: bytes) -> None:
+        """A subscription's line: written at once when every earlier request is answered, else kept
+        with the call until then."""
+        if self.closed:
+            return
+        self.waited_answer_at = time.monotonic()  # at exit, the last events get their moment too
+        if self._calls and self._calls[0] is call:
+            self._write(line)
+        else:
+            self._early[call] = self._early.get(call, b"") + line
+            if sum(map(len, self._early.values())) > protocol.MAX_QUEUED:
+                self.close()
 
     def _write(self, data: bytes) -> None:
         self._out += data
@@ -378,6 +403,7 @@ class Connection:
                 call.on_cancel()
         self._calls.clear()
         self._ready.clear()
+        self._early.clear()
         self.sock.close()
 
     def final_flush(self, deadline: float) -> None:
@@ -390,6 +416,7 @@ class Connection:
             self.sock.settimeout(max(0.0, deadline - time.monotonic()))
             self.sock.sendall(self._out)
             self._out.clear()
+            self.sock.shutdown(_socket.SHUT_WR)  # the end of the answers: a subscriber stops reading
             while self.sock.recv(_READ_SIZE):
                 pass
 

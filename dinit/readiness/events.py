@@ -53,6 +53,18 @@ class Events:
     def _service(self, state: ServiceState, previous: Phase) -> None:
         if state.run is not None:
             self._pids[state.name] = state.run.pid
+        self._emit(self.service_fields(state, previous.value))
+
+    def replay(self) -> list[Event]:
+        """The current state of every service and of the container as events (``dinit events``,
+        §14): numbered with the last ``seq`` sent, so every live event that follows has a higher one."""
+        head: Event = {"v": 1, "boot": self.boot, "seq": self.seq, "time": timestamp().decode()}
+        states = self._supervisor.states
+        fields = [self.service_fields(states[name], None) for name in sorted(states, key=os.fsencode)]
+        fields.append(self.container_fields(None))
+        return [{**head, **field, "dropped": 0, "replay": True} for field in fields]
+
+    def service_fields(self, state: ServiceState, previous: str | None) -> Event:
         phase = state.phase
         exit_ = None
         if phase in _ENDED and state.last_exit is not None:
@@ -61,17 +73,20 @@ class Events:
                      else {"code": None, "signal": os.WTERMSIG(status)})
         reason = state.reason.value if state.reason is not None else (
             "exit" if phase in _ENDED else "down-file" if phase is Phase.DOWN else None)
-        self._emit({"kind": "service", "service": state.name, "stage": "run", "state": phase.value,
-                    "previous": previous.value, "pid": self._pids.get(state.name),
-                    "ready": phase is Phase.RUNNING, "exit": exit_, "reason": reason,
-                    "ps": {"status": _PS_STATUS[phase]}})
+        pid = state.run.pid if state.run is not None else self._pids.get(state.name)
+        return {"kind": "service", "service": state.name, "stage": "run", "state": phase.value,
+                "previous": previous, "pid": pid, "ready": phase is Phase.RUNNING, "exit": exit_,
+                "reason": reason, "ps": {"status": _PS_STATUS[phase]}}
 
     def _container(self, previous: ContainerPhase) -> None:
+        self._emit(self.container_fields(previous.value))
+
+    def container_fields(self, previous: str | None) -> Event:
         phase = self._supervisor.container
         fields: Event = {"kind": "container", "service": None, "stage": None, "state": phase.value,
-                         "previous": previous.value, "pid": os.getpid(),
+                         "previous": previous, "pid": os.getpid(),
                          "ready": phase is ContainerPhase.RUNNING, "exit": None, "reason": None,
                          "ps": {"status": _CONTAINER_PS[phase]}}
         if phase is ContainerPhase.STOPPED:
             fields["exit_code"] = self._supervisor.exit_code()
-        self._emit(fields)
+        return fields

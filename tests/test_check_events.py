@@ -1,0 +1,170 @@
+"""``dinit check`` (§13) and ``dinit events`` (§14) with the real client against the real dinit as PID 1,
+run inside its namespace (``nsenter``, or from a service) or outside it (events is read-only)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from harness import Dinit, Services, environment, poll
+from test_control import Ctl, launch
+
+PY = sys.executable
+GATE = "while [ ! -e {gate} ]; do sleep 0.02; done\n"
+FOREVER = "trap 'exit 0' TERM\nwhile :; do sleep 0.05; done\n"
+
+
+def gated_db(services: Services, gate: Path) -> None:
+    """A ``db`` that says it is ready on its notification fd once ``gate`` exists."""
+    db = services.add("db", GATE.format(gate=gate) + "printf 'x\\n' >&3\n" + FOREVER)
+    (db / "notification-fd").write_text("3\n")
+
+
+# -- check ---------------------------------------------------------------------------------------------
+
+
+def test_check_before_and_after_ready(services: Services, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gated_db(services, gate)
+    api = services.add("api", FOREVER)
+    (api / "check").write_text(f"#!/bin/sh\ntest -e {gate}\n")
+    (api / "check").chmod(0o755)
+    dinit, ctl = launch(services, tmp_path)
+    poll(lambda: "check: exit 1" in ctl("check").stdout, message="api's check failing")
+    result = ctl("check")
+    assert result.returncode == 1
+    assert re.fullmatch(r"not ready: api \(starting \d+s, check: exit 1\), "
+                        r"db \(starting \d+s, notification-fd\)\n", result.stdout), result
+    named = ctl("check", "db")
+    assert named.returncode == 1 and named.stdout.startswith("not ready: db (starting "), named
+    gate.touch()
+    poll(lambda: ctl("check").returncode == 0, message="the container ready")
+    result = ctl("check")
+    assert result.stdout == "ok: 2 services ready\n", result
+    assert ctl("check", "db").stdout == "ok: 1 service ready\n"
+    assert ctl.json("check")["ready"] is True
+    unknown = ctl("check", "nosuch")
+    assert unknown.returncode == 1 and unknown.stderr == "dinit check: nosuch: no such service\n", unknown
+    dinit.signal(signal.SIGTERM)
+    assert dinit.wait() == 0
+
+
+def test_check_wait_is_the_dependency_pattern(services: Services, tmp_path: Path) -> None:
+    db = services.add("db", "sleep 1\nprintf 'x\\n' >&3\n" + FOREVER)
+    (db / "notification-fd").write_text("3\n")
+    client = f"{PY} -m dinit"
+    services.add("app", f"{client} check --wait 60 db || exit 1\n{client} status db >&2\n" + FOREVER)
+    dinit, ctl = launch(services, tmp_path)
+    line = dinit.wait_for(rb"app/run: (run: db: .*)\n")[0].group(1)
+    assert b"starting" not in line, line
+    assert ctl("check").stdout == "ok: 2 services ready\n"
+    dinit.signal(signal.SIGTERM)
+    assert dinit.wait() == 0
+
+
+def test_check_wait_gives_up_at_its_deadline(services: Services, tmp_path: Path) -> None:
+    gated_db(services, tmp_path / "gate")
+    dinit, ctl = launch(services, tmp_path)
+    result = ctl("check", "--wait", "0.3", "db")
+    assert result.returncode == 1 and result.stdout.startswith("not ready: db (starting "), result
+    assert result.stdout.endswith("s, notification-fd)\n")
+    dinit.signal(signal.SIGTERM)
+    assert dinit.wait() == 0
+
+
+def test_alive_until_teardown(services: Services, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    services.add("stubborn", "trap '' TERM\n" + GATE.format(gate=gate))
+    dinit, ctl = launch(services, tmp_path, DINIT_TIMEOUT="60")
+    alive = ctl("check", "--alive")
+    assert (alive.returncode, alive.stdout) == (0, "ok: alive\n"), alive
+    dinit.signal(signal.SIGTERM)
+    poll(lambda: ctl("check", "--alive").returncode == 1, message="not alive in teardown")
+    assert ctl("check", "--alive").stdout == "not alive: the container is stopping\n"
+    assert ctl("check").returncode == 1
+    gate.touch()
+    dinit.wait()
+
+
+def test_check_without_dinit_is_one_line_and_1(tmp_path: Path) -> None:
+    result = subprocess.run([PY, "-m", "dinit", "check"], capture_output=True, text=True, timeout=30,
+                            env=environment(None, DINIT_SOCKET=str(tmp_path / "none.sock")))
+    assert result.returncode == 1 and result.stdout == "", result
+    assert result.stderr.startswith("dinit check: cannot reach dinit: ") and result.stderr.count("\n") == 1
+
+
+# -- events --------------------------------------------------------------------------------------------
+
+
+class Subscriber:
+    """``dinit events`` running, its JSON lines collected by a thread (so nothing waits blindly)."""
+
+    def __init__(self, dinit: Dinit, ctl: Ctl, *args: str, inside: bool = True) -> None:
+        command = [PY, "-m", "dinit", "events", *args]
+        if inside:
+            command = ["nsenter", "-t", str(dinit.pid), "-p", "-m", "--", *command]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd="/",
+                                        env=environment(None, DINIT_SOCKET=str(ctl.sock)))
+        self.events: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.events.append(json.loads(line))
+
+    def wait_for(self, **fields: Any) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            return next((e for e in self.events if fields.items() <= e.items()), None)
+
+        poll(found, message=f"an event with {fields}")
+        event = found()
+        assert event is not None
+        return event
+
+
+def test_events_replay_then_live_in_order(services: Services, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gated_db(services, gate)
+    services.add("web", FOREVER)
+    dinit, ctl = launch(services, tmp_path)
+    poll(lambda: "web (" not in ctl("check").stdout, message="web running")
+    events = Subscriber(dinit, ctl)
+    events.wait_for(kind="container", replay=True)
+    replay = events.events[:3]
+    assert [(e["service"], e["state"], e["replay"]) for e in replay] == [
+        ("db", "starting", True), ("web", "running", True), (None, "starting", True)]
+    gate.touch()
+    events.wait_for(kind="container", state="running", replay=False)
+    dinit.signal(signal.SIGTERM)
+    events.wait_for(kind="container", state="stopped")
+    assert dinit.wait() == 0
+    assert events.process.wait(timeout=30) == 0
+    live = events.events[3:]
+    assert live[0]["service"] == "db" and live[0]["state"] == "running" and live[0]["previous"] == "starting"
+    assert live[1]["kind"] == "container" and live[1]["state"] == "running"
+    assert live[-1]["state"] == "stopped" and live[-1]["exit_code"] == 0
+    seqs = [e["seq"] for e in events.events]
+    assert all(seq == seqs[0] for seq in seqs[:3])
+    assert seqs[3:] == list(range(seqs[0] + 1, seqs[0] + 1 + len(live)))
+    assert {e["boot"] for e in events.events} == {replay[0]["boot"]}
+
+
+def test_events_no_replay_from_outside_the_namespace(services: Services, tmp_path: Path) -> None:
+    services.add("web", FOREVER)
+    dinit, ctl = launch(services, tmp_path)
+    poll(lambda: ctl("check").returncode == 0, message="the container ready")
+    events = Subscriber(dinit, ctl, "--no-replay", inside=False)
+    poll(lambda: ctl("restart", "web").returncode == 0 and events.events, message="a live event")
+    first = events.events[0]
+    assert first["service"] == "web" and first["state"] == "stopping" and first["replay"] is False, first
+    dinit.signal(signal.SIGTERM)
+    assert dinit.wait() == 0
+    assert events.process.wait(timeout=30) == 0
+    assert not any(event["replay"] for event in events.events)
