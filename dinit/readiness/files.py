@@ -7,6 +7,7 @@ Kept free of imports from the service package, which imports this module.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 #: Protocols a ``ready-port`` line may name; a bare port means ``tcp``.
@@ -99,18 +100,15 @@ def _regular(path: str) -> bool:
 def load(directory: str) -> Readiness:
     """The readiness sources of the service in ``directory``. Raises ReadinessError."""
     values: dict[str, object] = {}
-    path = os.path.join(directory, "notification-fd")
-    if _regular(path):
-        try:
-            values["notification_fd"] = parse_notification_fd(_text(path))
-        except ValueError as error:
-            raise ReadinessError(f"{path}: {error}") from None
-    path = os.path.join(directory, "ready-port")
-    if _regular(path):
-        try:
-            values["ports"] = parse_ports(_text(path))
-        except ValueError as error:
-            raise ReadinessError(f"{path}: {error}") from None
+    parsers: tuple[tuple[str, str, Callable[[str], object]], ...] = (
+        ("notification-fd", "notification_fd", parse_notification_fd), ("ready-port", "ports", parse_ports))
+    for file, field, parse in parsers:
+        path = os.path.join(directory, file)
+        if _regular(path):
+            try:
+                values[field] = parse(_text(path))
+            except ValueError as error:
+                raise ReadinessError(f"{path}: {error}") from None
     path = os.path.join(directory, "notify-socket")
     if _regular(path):
         values["notify_socket"] = True
