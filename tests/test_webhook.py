@@ -1,10 +1,12 @@
 """Events and the web hook (§14) against a real HTTP receiver on 127.0.0.1 (http.server in a thread
 of the test): a whole life in order, retries with the same seq, and a hanging receiver that delays
-nothing."""
+nothing. TLS is verified: a self-signed receiver is refused unless SSL_CERT_FILE trusts it."""
 
 from __future__ import annotations
 
 import signal
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +23,8 @@ from dinit.readiness.webhook import safe_url
 class Receiver:
     """Records every request; answers with the scripted statuses, then 200 (or hangs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.scheme = "https" if tls is not None else "http"
         self.requests: list[dict[str, Any]] = []
         self.statuses: list[int] = []
         self.hang = threading.Event()
@@ -46,12 +49,14 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:  # a refused handshake is an OSError in accept, which socketserver skips
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
 
     def events(self) -> list[dict[str, Any]]:
         return [request["event"] for request in self.requests]
@@ -67,6 +72,47 @@ def receiver() -> Iterator[Receiver]:
     server = Receiver()
     yield server
     server.close()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 (c.pem, its key k.pem) in tmp_path."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1", "-keyout", "k.pem",
+                    "-out", "c.pem"], cwd=tmp_path, check=True, capture_output=True)
+    return tmp_path / "c.pem"
+
+
+@pytest.fixture
+def tls_receiver(certificate: Path) -> Iterator[Receiver]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, certificate.parent / "k.pem")
+    server = Receiver(context)
+    yield server
+    server.close()
+
+
+def test_tls_is_verified(services: Services, tls_receiver: Receiver, tmp_path: Path) -> None:
+    """A self-signed receiver with only the system's CAs: one warning, nothing received."""
+    gate = tmp_path / "gate"
+    services.add("web", f"while [ ! -e {gate} ]; do sleep 0.02; done\nexit 0\n")
+    dinit = start(services, DINIT_WEBHOOK=tls_receiver.url)
+    dinit.wait_for(rb"web hook https://127.0.0.1:\d+/hook: event 1 not delivered: .*CERTIFICATE_VERIFY_FAIL")
+    gate.touch()
+    assert dinit.wait() == 0
+    assert dinit.stderr.count(b"not delivered") == 1
+    assert tls_receiver.requests == []
+
+
+def test_ssl_cert_file_trusts_a_private_ca(services: Services, tls_receiver: Receiver,
+                                           certificate: Path) -> None:
+    services.add("web", "exit 0\n")
+    dinit = run(services, DINIT_WEBHOOK=tls_receiver.url, SSL_CERT_FILE=str(certificate))
+    assert dinit.returncode == 0
+    assert b"not delivered" not in dinit.stderr
+    events = tls_receiver.events()
+    assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
+    assert events[-1]["kind"] == "container" and events[-1]["state"] == "stopped"
 
 
 def test_events_of_a_whole_life_in_order(services: Services, receiver: Receiver, tmp_path: Path,
