@@ -14,7 +14,9 @@ COPY --from=build /opt/dinit /opt/dinit
 # The bundled demo services; real images replace /etc/service with their own service directories.
 COPY etc-service-examples /etc/service
 ENV PATH=/opt/dinit/bin:$PATH
-# Readiness (§13): the file exists exactly while every service is ready; no network or client needed.
+# Readiness (§13): `dinit check` asks dinit over its control socket (the default path) and exits 0
+# only while the container is ready (every service is). The ready file says the same without a client
+# (for exec probes that only have `test`: CMD ["test", "-f", "/run/dinit.ready"]).
 ENV DINIT_READY_FILE=/run/dinit.ready
-HEALTHCHECK --interval=5s --start-period=60s CMD ["test", "-f", "/run/dinit.ready"]
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s CMD ["/opt/dinit/bin/dinit", "check"]
 ENTRYPOINT ["/opt/dinit/bin/dinit"]
