@@ -10,12 +10,19 @@
    with 32 clients connected — 31 idle and one that floods requests and never reads its answers —
    reconnected whenever dinit closes them (idle ones after 10 s), against no clients. Interleaved.
 3. SIGTERM to exit of dinit with 10 services, with those 32 clients connected and without.
+4. ``dinit check`` (§13) wall time, in the same interleaved runs as 1, next to ``python -I -S -c pass``
+   (the interpreter alone, no site): the floor any Python client pays.
+5. Events per second through ``dinit events`` (§14): a service of dinit submits ``--jobs`` jobs of
+   ``true`` one after the other over its control socket (a submitter must be inside dinit's
+   namespace), each a transient service with several state changes; ``dinit events``, outside,
+   counts every event from the first to the last job's end. Median of ``--runs``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import select
 import shutil
@@ -82,6 +89,8 @@ def latency(repeat: int) -> list[dict[str, object]]:
             commands = {
                 "python3 -c pass": ["python3", "-c", "pass"],
                 "venv python -c pass": [PYTHON, "-c", "pass"],
+                "venv python -I -S -c pass": [PYTHON, "-I", "-S", "-c", "pass"],
+                "dinit check (console script)": [str(DINIT_SCRIPT), "check"],
                 "dinit status (console script)": [str(DINIT_SCRIPT), "status"],
                 "python -m dinit status": [PYTHON, "-m", "dinit", "status"],
             }
@@ -112,6 +121,11 @@ def latency(repeat: int) -> list[dict[str, object]]:
                    baseline=floor * 1000, baseline_label="venv python -c pass", target="< 100 ms",
                    ok=median(times[name]) < 0.1)
             for name in ("dinit status (console script)",)]
+    bare = median(times["venv python -I -S -c pass"])
+    rows.append(result("dinit check (console script), client wall time",
+                       median(times["dinit check (console script)"]) * 1000, "ms", baseline=bare * 1000,
+                       baseline_label="venv python -I -S -c pass", target="< 100 ms",
+                       ok=median(times["dinit check (console script)"]) < 0.1))
     if "sv status (runit)" in times:
         print(f"ratio dinit status / sv status: "
               f"{median(times['dinit status (console script)']) / median(times['sv status (runit)']):.1f}")
@@ -228,6 +242,61 @@ def shutdown(repeat: int) -> list[dict[str, object]]:
                    baseline=median(times["no clients"]) * 1000, baseline_label="no clients")]
 
 
+SUBMITTER = """import json, os, socket, sys
+client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+client.connect(os.environ["DINIT_SOCKET"])
+reader = client.makefile("rb")
+for k in range(int(sys.argv[1])):
+    args = {"argv": ["true"], "name": None, "critical": False, "wait": False, "cwd": "/"}
+    client.sendall(json.dumps({"v": 1, "id": k, "cmd": "submit", "args": args}).encode() + b"\\n")
+    answer = json.loads(reader.readline())
+    assert answer["ok"], answer
+"""
+
+
+def events(runs: int, jobs: int) -> list[dict[str, object]]:
+    rates: list[float] = []
+    counts: list[int] = []
+    with tempdir("control-events") as tmp:
+        root = Path(tmp)
+        (root / "submitter.py").write_text(SUBMITTER)
+        gate = root / "gate"
+        run = (f"while [ ! -e {gate} ]; do sleep 0.005; done\n"
+               f"{PYTHON} {root / 'submitter.py'} {jobs}\nexec sleep 1000\n")
+        services = make_services(root / "service", {"submitter": run})
+        sock = root / "control.sock"
+        env = dict(os.environ, DINIT_SOCKET=str(sock))
+        for _ in range(runs):
+            gate.unlink(missing_ok=True)
+            popen = start_dinit(services, DINIT_SOCKET=str(sock))
+            wait_until(sock.exists, what="the control socket")
+            subscriber = subprocess.Popen([str(DINIT_SCRIPT), "events"], stdout=subprocess.PIPE, env=env)
+            assert subscriber.stdout is not None
+            try:
+                subscriber.stdout.readline()  # the replay has begun: subscribed
+                gate.touch()
+                count, ended, first, last = 0, 0, 0.0, 0.0
+                while ended < jobs:
+                    event = json.loads(subscriber.stdout.readline())
+                    if event["replay"]:
+                        continue
+                    now = time.perf_counter()
+                    first = first or now
+                    last, count = now, count + 1
+                    if str(event["service"]).startswith("submit-") and event["exit"] is not None:
+                        ended += 1
+            finally:
+                os.kill(dinit_pid(popen, True), signal.SIGTERM)
+                popen.wait(20)
+                subscriber.wait(20)
+            rates.append(count / (last - first))
+            counts.append(count)
+    print(f"events through dinit events: {counts[0]} events for {jobs} jobs; "
+          f"median {fmt(median(rates))}/s, best {fmt(max(rates))}/s")
+    return [result(f"events per second through dinit events ({jobs} submitted jobs of true)",
+                   median(rates), "events/s", higher_is_better=True)]
+
+
 def _children(pid: int) -> int:
     with open(f"/proc/{pid}/task/{pid}/children") as file:
         return len(file.read().split())
@@ -239,14 +308,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20, help="client runs per command")
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3, help="throughput and shutdown runs per case")
+    parser.add_argument("--jobs", type=int, default=1000, help="submitted jobs per events run")
     parser.add_argument("--crowd", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.crowd is not None:
         crowd(args.crowd)
         return
-    header("control socket: client latency, throughput and SIGTERM with clients connected")
+    header("control socket: client latency, throughput, SIGTERM with clients connected, events/s")
     compile_bytecode()
     rows = latency(args.repeat) + throughput(args.runs, args.lines) + shutdown(args.runs * 2)
+    rows += events(args.runs, args.jobs)
     emit(rows)
 
 
