@@ -321,3 +321,22 @@ def test_only_the_extension_module_is_imported(services: Services, watch: str, u
     imported = [line for line in dinit.stderr.splitlines() if line.startswith(b"import time:")]
     assert imported and not [line for line in imported if unwanted in line]
     assert not [line for line in imported if b"watchfiles" in line]
+
+
+def test_a_watcher_that_cannot_start_is_one_warning_and_rescans_go_on(services: Services,
+                                                                     tmp_path: Path) -> None:
+    """§11: a watcher that cannot be created (here watchfiles' extension module cannot be found: a
+    package of that name without it comes first on the path) is one warning; the periodic rescans
+    go on, so a service added afterwards still starts."""
+    shadow = tmp_path / "shadow" / "watchfiles"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    services.add("web", UP.format(tag="web"))
+    dinit = start(services, PYTHONPATH=str(shadow.parent), **{**WATCH, "DINIT_WATCH_INTERVAL": "0.2"})
+    dinit.wait_for(rb"warning: cannot watch \S+ for changes \(ImportError: watchfiles has no "
+                   rb"_rust_notify extension module\), rescanning every 0.2 s")
+    wait_up(dinit, "web")
+    services.add("api", UP.format(tag="api"))
+    wait_up(dinit, "api")
+    assert stop(dinit) == 0
+    assert len(re.findall(rb"cannot watch", dinit.stderr)) == 1

@@ -41,7 +41,8 @@ BUSY_FOR = 5.0
 #: How often dinit looks whether every process of an instance being stopped is gone.
 GONE_POLL = 0.05
 #: The files whose content makes up an instance's fingerprint (besides ``env/*``).
-_FINGERPRINTED = ("run", "finish", "terminate", "log/run")
+_FINGERPRINTED = ("run", "finish", "terminate", "log/run", "notification-fd", "notify-socket", "check",
+                  "ready-port")
 #: The paths whose status tells a directory is still being written (the debounce signature).
 _SIGNED = (".", "run", "finish", "terminate", "log", "log/run", "env", "down")
 
@@ -157,7 +158,7 @@ def signature(directory: str) -> tuple[tuple[str, int, int, int, int], ...]:
 
 def fingerprint(directory: str) -> bytes:
     """A digest of the files that make up a service (``run``, stop hooks, ``finish``, ``log/run``,
-    ``env/*``): names, whether executable, and content."""
+    ``env/*``, the readiness files of §13): names, whether executable, and content."""
     import hashlib  # only once something is reloaded
 
     digest = hashlib.blake2b(digest_size=16)
