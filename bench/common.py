@@ -82,7 +82,7 @@ def dinit_env(directory: Path, **variables: str) -> dict[str, str]:
     # No container hooks (§15): the host's /etc/dinit must not run, nor take part in the timing.
     env["DINIT_START_DIR"] = env["DINIT_STOP_DIR"] = "/nonexistent/dinit-bench/hooks"
     # The control socket is on, as in production, but beside the services, not in the host's /run.
-    env["DINIT_SOCKET"] = str(directory.parent / "control.sock")
+    env["DINIT_SOCKET"] = os.environ.get("BENCH_SOCKET", str(directory.parent / "control.sock"))
     env.update(variables)
     return env
 
