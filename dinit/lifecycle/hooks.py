@@ -21,9 +21,7 @@ from typing import NamedTuple, Protocol
 
 from ..log import logger
 from ..loop import Loop
-from ..output.multiplexer import Multiplexer, make_pipe
 from ..process.programs import Program, Role, kill_session, signal_process
-from ..process.spawn import spawn
 from ..service.discovery import program_problem
 from .outcome import describe, explain
 
@@ -75,9 +73,14 @@ class HookHost(Protocol):
     """What the hooks need of the supervisor: the loop, the output, and taking part in reaping."""
 
     loop: Loop
-    mux: Multiplexer
+
+    @property
+    def devnull(self) -> int: ...
 
     def add_program(self, program: Program) -> None: ...
+
+    def spawn_labelled(self, name: str, path: str, argv: tuple[str, ...], cwd: str, stage: str,
+                       stdin: int, stdout: int | None, env: Mapping[str, str]) -> int: ...
 
 
 class HookRunner:
@@ -138,21 +141,8 @@ class HookRunner:
         stderr labelled ``<label>/<file>``, a session of its own. Raises OSError."""
         name = os.path.basename(path)
         logger.info("starting", service=self._label, stage=name)
-        out_read, out_write = make_pipe()
-        err_read, err_write = make_pipe()
-        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            pid = spawn(path, (path,), os.path.dirname(path), self._env, devnull, out_write, err_write)
-        except OSError:
-            os.close(out_read)
-            os.close(err_read)
-            raise
-        finally:
-            for fd in (devnull, out_write, err_write):
-                os.close(fd)
-        mux = self._host.mux
-        mux.add(err_read, self._label, name, is_stdout=False, owner=pid)
-        mux.add(out_read, self._label, name, is_stdout=True, owner=pid)
+        pid = self._host.spawn_labelled(self._label, path, (path,), os.path.dirname(path), name,
+                                        self._host.devnull, None, self._env)
         program = Program(pid, self._label, name, Role.CONTAINER_HOOK)
         program.on_exit = self._exited
         if self._timeout is not None:

@@ -106,8 +106,6 @@ class ServiceState:
         self.pipe: LoggerPipe | None = None
         #: The wait status of the last ``run`` that ended (for ``finish``'s arguments and status).
         self.last_exit: int | None = None
-        #: The loop time when dinit asked it to stop (SIGTERM or its stop hook).
-        self.stop_asked: float | None = None
         #: Stopped through the control socket: stays ``down`` until started through it (§12).
         self.held = False
         self._observer = observer

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..config import Config, StopIgnored
 from ..log import logger
@@ -243,11 +243,13 @@ class Supervisor:
 
     # -- starting ----------------------------------------------------------------------------------
 
-    def _spawn(self, state: ServiceState, path: str, argv: tuple[str, ...], cwd: str, stage: str,
-               stdin: int, stdout: int | None, env: dict[str, str],
-               search_path: bool = False, extra_fds: dict[int, int] | None = None) -> tuple[int, int | None]:
-        """Start one program of a service with a new stderr pipe (and a new stdout pipe unless one is
-        given). Returns the PID and the stdout read end it created. Raises OSError."""
+    def spawn_labelled(self, name: str, path: str, argv: tuple[str, ...], cwd: str, stage: str,
+                       stdin: int, stdout: int | None, env: Mapping[str, str], search_path: bool = False,
+                       extra_fds: dict[int, int] | None = None, stdout_stage: str | None = None) -> int:
+        """Start one program with a new stderr pipe (and a new stdout pipe unless one is given), both
+        read by dinit and labelled ``<name>/<stage>`` (stdout ``<name>/<stdout_stage>`` when given: a
+        logger's stdout is its service's ``run``, §4.5). The one place every program's pipes are
+        made: services, their helpers, checks and container hooks. Returns the PID; raises OSError."""
         out_read = None
         if stdout is None:
             out_read, stdout = make_pipe()
@@ -263,10 +265,10 @@ class Supervisor:
             os.close(err_write)
             if out_read is not None:
                 os.close(stdout)
-        self.mux.add(err_read, state.name, stage, is_stdout=False, owner=pid)
+        self.mux.add(err_read, name, stage, is_stdout=False, owner=pid)
         if out_read is not None:
-            self.mux.add(out_read, state.name, stage, is_stdout=True, owner=pid)
-        return pid, out_read
+            self.mux.add(out_read, name, stdout_stage or stage, is_stdout=True, owner=pid)
+        return pid
 
     def _exec_failed(self, state: ServiceState, stage: str, path: str, error: OSError) -> None:
         """An exec failure is a start-up error (exit 1); only dinit's own command propagates the
@@ -313,9 +315,8 @@ class Supervisor:
                          extra_fds=launch.fds)
         stdin = 0 if self._transparent else self._devnull
         stdout = state.pipe.write_end if state.pipe is not None else None
-        pid, _ = self._spawn(state, service.run, service.argv, service.directory, "run", stdin,
-                             stdout, env, service.command, extra_fds=launch.fds)
-        return pid
+        return self.spawn_labelled(service.name, service.run, service.argv, service.directory, "run",
+                                   stdin, stdout, env, service.command, extra_fds=launch.fds)
 
     def _start_logger(self, state: ServiceState) -> bool:
         service = state.service
@@ -337,21 +338,8 @@ class Supervisor:
         """Start a logger, stop hook or ``finish`` of a service; its stdout is labelled stage ``run``
         for a logger (§4.5), else its own stage. Raises OSError."""
         logger.info("starting", service=state.name, stage=stage)
-        out_read = None
-        if stdout is None:
-            out_read, stdout = make_pipe()
-        try:
-            pid, _ = self._spawn(state, path, argv, cwd, stage, stdin, stdout, env)
-        except OSError:
-            if out_read is not None:
-                os.close(out_read)
-            raise
-        finally:
-            if out_read is not None:
-                os.close(stdout)
-        if out_read is not None:
-            self.mux.add(out_read, state.name, "run" if role is Role.LOG else stage, is_stdout=True,
-                         owner=pid)
+        pid = self.spawn_labelled(state.name, path, argv, cwd, stage, stdin, stdout, env,
+                                  stdout_stage="run" if role is Role.LOG else None)
         program = Program(pid, state.name, stage, role)
         setattr(state, {Role.LOG: "logger", Role.HOOK: "hook", Role.FINISH: "finish"}[role], program)
         self.add_program(program, state)
@@ -453,8 +441,7 @@ class Supervisor:
         run = state.run
         assert run is not None
         state.reason = reason
-        state.stop_asked = self.loop.time()
-        state.transition(Phase.STOPPING, state.stop_asked)
+        state.transition(Phase.STOPPING, self.loop.time())
         hook = state.service.hook
         if hook is None or not self._start_hook(state, run, hook):
             self._terminate_run(run)

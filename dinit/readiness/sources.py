@@ -228,8 +228,8 @@ class Readiness:
             return
         env = dict(state.env, DINIT_PID=str(watch.run.pid))
         try:
-            pid, _ = self._host._spawn(state, path, (path,), state.service.directory, "check",
-                                       self._host.devnull, None, env)
+            pid = self._host.spawn_labelled(state.name, path, (path,), state.service.directory, "check",
+                                            self._host.devnull, None, env)
         except OSError as error:
             logger.warning("cannot run {path}: {reason}", service=state.name, stage="check", path=path,
                            reason=error.strerror)
