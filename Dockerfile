@@ -5,6 +5,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY dinit ./dinit
+COPY bin ./bin
 RUN python -m venv /opt/dinit \
  && /opt/dinit/bin/pip install --no-cache-dir . \
  && /opt/dinit/bin/python -m compileall -q /opt/dinit/lib

@@ -8,10 +8,7 @@ directory are validated completely before the first program starts (§1, §2).
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from . import log as own_log
@@ -37,12 +34,21 @@ from .output.multiplexer import Multiplexer
 from .output.writer import Writer
 from .process.programs import become_subreaper, prepare_own_fds
 from .readiness import settings as readiness_settings
-from .readiness.events import Events
-from .readiness.probes import Exposure, ProbeError
 from .service.discovery import Service, ServiceError, scan
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .control.server import Listener
+    import signal
+    from collections.abc import Sequence
+    from typing import NoReturn
+
+    from .control.listener import Listener
+    from .control.server import Server
+    from .readiness.events import Events
+    from .readiness.probes import Exposure
+else:
+    import _signal as signal  # signal without its enums (lean.py: start-up)
+
 
 USAGE = """\
 usage: dinit [--help] [--version] [--] [CMD [ARG...]]
@@ -101,6 +107,7 @@ class Dinit:
         self.stdout.on_closed = self.stderr.on_closed = self._stream_closed
         own_log.setup(log_level_from(os.environ), self.stderr, log_format_from(os.environ))
         self.readiness = readiness_settings.Settings()
+        self.events: Events | None = None
 
     def _stream_closed(self, writer: Writer, error: OSError) -> None:
         """Said once, on the other stream; the closed stream's lines go there from now on (§4.6)."""
@@ -176,48 +183,70 @@ class Dinit:
         mux = Multiplexer(loop, self.stdout, self.stderr, config.json_stdout,
                           colors=(colored(config.color, 1), colored(config.color, 2)))
         supervisor = Supervisor(config, services, mux, loop, propagate, transparent, hooks, self.readiness)
-        from .lifecycle.reconcile import Reconciler  # after the supervisor: costs start-up nothing
-
-        self.reconciler = Reconciler(config, supervisor, loop)
-        self.reconciler.start()
         loop.exception_handler = lambda error: _internal_error(supervisor, error)
-        self.events = Events(supervisor)  # before the control socket, whose ``events`` serves it
-        server = None
-        if listener is not None:
-            from .control.handlers import Handlers
-            from .control.server import Server
-
-            reconciler = self.reconciler
-            server = Server(loop, listener, Handlers(
-                supervisor, rescan=lambda: [(c.name, c.action.value) for c in reconciler.rescan()],
-                events=self.events))
-        try:
-            exposure = Exposure(supervisor, self.readiness)
-        except ProbeError as error:
-            self.fail(str(error))
+        servers: list[Server] = []
+        exposure = self._expose(supervisor)
         webhook = None
         if self.readiness.webhook:
             from .readiness.webhook import Webhook
 
             webhook = Webhook(self.readiness, loop)
-            self.events.subscribers.append(webhook.put)
+            self._events(supervisor).subscribers.append(webhook.put)  # it must see every event
             webhook.start()
         try:
-            return supervisor.run()
+            return supervisor.run(lambda: self._after_start(config, supervisor, listener, servers))
         finally:
-            exposure.close()
-            if server is not None:
+            if exposure is not None:
+                exposure.close()
+            for server in servers:
                 server.close()
             supervisor.reparenter.close()
             if webhook is not None:
                 webhook.close()
+
+    def _expose(self, supervisor: Supervisor) -> Exposure | None:
+        """The ready file, HTTP probe and sd_notify of §13, when any is configured."""
+        if not self.readiness.exposed:
+            return None
+        from .readiness.probes import Exposure, ProbeError
+
+        try:
+            return Exposure(supervisor, self.readiness)
+        except ProbeError as error:
+            self.fail(str(error))
+
+    def _events(self, supervisor: Supervisor) -> Events:
+        """The event stream (§14), made when something first subscribes: the web hook at start-up,
+        else the control socket's ``events`` once it is served."""
+        if self.events is None:
+            from .readiness.events import Events
+
+            self.events = Events(supervisor)
+        return self.events
+
+    def _after_start(self, config: Config, supervisor: Supervisor, listener: Listener | None,
+                     servers: list[Server]) -> None:
+        """Hot reload (§11) and serving the control socket (§12), once the first programs run: their
+        modules are not needed before, and importing them would delay the first ``run``. Clients
+        that connect earlier wait in the socket's backlog."""
+        from .lifecycle.reconcile import Reconciler
+
+        reconciler = Reconciler(config, supervisor, self.loop)
+        reconciler.start()
+        if listener is not None:
+            from .control.handlers import Handlers
+            from .control.server import Server
+
+            servers.append(Server(self.loop, listener, Handlers(
+                supervisor, rescan=lambda: [(c.name, c.action.value) for c in reconciler.rescan()],
+                events=self._events(supervisor))))
 
     def _listen(self, config: Config) -> Listener | None:
         """The control socket (§12); an explicit DINIT_SOCKET that cannot be used is a
         configuration error."""
         if config.socket is None:
             return None
-        from .control.server import SocketUnusable, open_listener
+        from .control.listener import SocketUnusable, open_listener
 
         try:
             listener = open_listener(config.socket)

@@ -6,14 +6,17 @@ container at once with a line that names the variable, the bad value and what is
 
 from __future__ import annotations
 
-import math
 import os
-import re
-from collections.abc import Callable, Mapping
-from enum import Enum
-from typing import NamedTuple, TypeVar
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from enum import Enum
+    from typing import NamedTuple, TypeVar
+
+    T = TypeVar("T")
+else:
+    from .lean import Enum, NamedTuple
 
 
 class ConfigError(Exception):
@@ -112,16 +115,25 @@ def _choice(table: Mapping[str, T], accepted: str) -> Callable[[str, str], T]:
     return parse
 
 
-#: A plain decimal number (``30``, ``0.5``, ``.25``, ``1e1``): no sign, no ``_`` digit separators and
-#: no non-ASCII digits, which Python's ``float`` would accept but a reader of the image would not.
-_DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+def _is_decimal(text: str) -> bool:
+    """A plain decimal number (``30``, ``0.5``, ``.25``, ``1e1``): no sign, no ``_`` digit separators
+    and no non-ASCII digits, which Python's ``float`` would accept but a reader of the image would
+    not. (By hand, not a regular expression: importing ``re`` costs start-up, lean.py.)"""
+    if not text.isascii():
+        return False
+    mantissa, e, exponent = text.lower().partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    if exponent[:1] in ("+", "-"):
+        exponent = exponent[1:]
+    return bool(whole or fraction) and all(part.isdigit() for part in (whole, fraction) if part) and (
+        not e or exponent.isdigit())
 
 
 def _seconds(name: str, value: str) -> float:
     """Parse a non-negative, finite number of seconds (``0.5`` allowed)."""
     text = value.strip()
-    seconds = float(text) if _DECIMAL.fullmatch(text) else -1.0
-    if not (seconds >= 0 and math.isfinite(seconds)):
+    seconds = float(text) if _is_decimal(text) else -1.0
+    if not 0 <= seconds < float("inf"):  # also refuses NaN
         raise ConfigError(f"invalid {name} {value!r}: accepted is a non-negative number of seconds")
     return seconds
 

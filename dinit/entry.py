@@ -7,8 +7,12 @@ before anything of the init is imported, so ``dinit status`` answers in a few te
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import NoReturn
+
 
 #: Subcommand word -> module whose ``main(args)`` runs it (each imports only what it needs).
 CLIENTS = {word: "dinit.control.commands" for word in (

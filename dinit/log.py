@@ -22,12 +22,15 @@ not go through structlog; it calls :func:`render` directly, the one place the li
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
-from typing import Any
-
 from .clock import timestamp
 from .config import LEVELS, LOG_FORMATS
 from .output.writer import Writer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, MutableMapping
+    from typing import Any
+
 
 # structlog calls the renderer with the name of the method used; these are the names dinit prints.
 _METHOD_LEVEL = {"debug": "debug", "info": "info", "warn": "warning", "warning": "warning",

@@ -13,18 +13,25 @@ one. A zero byte means "thread-safe calls queued".
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import itertools
 import os
 import select
-import signal
 import time
-from collections import deque
-from collections.abc import Callable
-from typing import Any
+from _heapq import heappop, heappush
 
-Callback = Callable[..., object]
+from .lean import suppress
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    from collections import deque
+    from collections.abc import Callable
+    from typing import Any
+
+    Callback = Callable[..., object]
+else:
+    import _signal as signal  # signal without its enums (lean.py: start-up)
+    from _collections import deque  # collections' deque, without importing collections
 
 
 class Timer:
@@ -88,13 +95,13 @@ class Loop:
 
     def call_later(self, delay: float, callback: Callback, *args: Any) -> Timer:
         timer = Timer(self.time() + delay, callback, args)
-        heapq.heappush(self._timers, (timer.when, next(self._sequence), timer))
+        heappush(self._timers, (timer.when, next(self._sequence), timer))
         return timer
 
     def call_soon_threadsafe(self, callback: Callback, *args: Any) -> None:
         """Queue a call from another thread and wake the loop (a zero byte in the wake-up pipe)."""
         self._threadsafe.append((callback, args))
-        with contextlib.suppress(BlockingIOError):  # a full pipe wakes the loop anyway
+        with suppress(BlockingIOError):  # a full pipe wakes the loop anyway
             os.write(self._wake_write, b"\0")
 
     def add_signal_handler(self, signum: int, callback: Callback, *args: Any) -> None:
@@ -125,7 +132,7 @@ class Loop:
 
     def _timeout(self) -> float:
         while self._timers and self._timers[0][2].cancelled:
-            heapq.heappop(self._timers)
+            heappop(self._timers)
         if not self._timers:
             return -1
         return max(0.0, self._timers[0][0] - self.time())
@@ -133,7 +140,7 @@ class Loop:
     def _run_timers(self) -> None:
         now = self.time()
         while self._timers and self._timers[0][0] <= now and self._running:
-            timer = heapq.heappop(self._timers)[2]
+            timer = heappop(self._timers)[2]
             if not timer.cancelled:
                 self.call(timer.callback, timer.args)
 

@@ -11,30 +11,43 @@ and writes lines through an observer.
 from __future__ import annotations
 
 import os
-import re
-import signal
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..lifecycle.signals import NUMBERS
 from ..lifecycle.state import ContainerPhase, Phase, ServiceState, StopReason
 from ..loop import Timer
 from ..service.discovery import Service
 from . import protocol
 from .server import Call
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
+    from collections.abc import Callable
+    from typing import Any, TypeGuard
+
     from ..lifecycle.supervisor import Supervisor
     from ..readiness.events import Event, Events
+else:
+    import _signal as signal  # signal without its enums (lean.py: start-up)
+
 
 _ENDED = frozenset({Phase.DISABLED, Phase.STOPPED, Phase.CRASHED})
 _UP = frozenset({Phase.STARTING, Phase.RUNNING})
 _POLL = 0.05
 #: Longest wait a client may ask for (a day): a bound, not a policy.
 _MAX_WAIT = 86400.0
-#: Names of submitted jobs: a label for output, never a path (§12 "validated name").
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+#: Names of submitted jobs: a label for output, never a path (§12 "validated name"): 1 to 64 of these,
+#: the first a letter or digit.
+_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_CHARS = _NAME_FIRST | frozenset("._@-")
+
+
+def valid_name(name: object) -> TypeGuard[str]:
+    """Whether ``name`` may name a submitted job (checked by hand: ``re`` costs start-up, lean.py)."""
+    return isinstance(name, str) and 0 < len(name) <= 64 and name[0] in _NAME_FIRST and (
+        _NAME_CHARS.issuperset(name))
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -105,7 +118,7 @@ def parse_signal(value: object) -> int:
     elif isinstance(value, str):
         name = value.strip().upper()
         try:
-            number = signal.Signals[name if name.startswith("SIG") else "SIG" + name].value
+            number = NUMBERS[name if name.startswith("SIG") else "SIG" + name]
         except KeyError:
             raise protocol.ProtocolError(protocol.BAD_REQUEST, f"unknown signal {value!r}") from None
     else:
@@ -428,7 +441,7 @@ class Handlers:
                 name = f"submit-{self._submitted}"
                 if name not in states:
                     return name
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
+        if not valid_name(name):
             raise protocol.ProtocolError(protocol.BAD_REQUEST, f"invalid name {name!r}: 1 to 64 of "
                                          "A-Z a-z 0-9 . _ @ -, starting with a letter or digit")
         old = states.get(name)

@@ -9,7 +9,12 @@ shared by server and client and imports only the standard library, so the client
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from ..lean import NamedTuple
+
 
 VERSION = 1
 #: The default socket locations, in order (§12): dinit listens on the first it can own; a client

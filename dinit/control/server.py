@@ -1,5 +1,5 @@
-"""The control socket's server side (§12): where the socket lives, and its connections on dinit's
-event loop.
+"""The control socket's server side (§12): its connections on dinit's event loop (binding it is
+``listener``).
 
 Everything is non-blocking and bounded, so no client can delay signals, reaping or output: a
 connection reads at most one buffer per wake-up, keeps at most one request line (64 KiB) and 1 MiB of
@@ -15,21 +15,29 @@ which would add about 3 ms to every start of dinit.
 from __future__ import annotations
 
 import _socket
-import contextlib
-import errno
 import os
 import select
-import stat
 import sys
 import time
-from collections import deque
-from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
 
+from ..lean import suppress
 from ..log import logger
 from ..loop import Loop, Timer
 from . import protocol
 from .protocol import ProtocolError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections import deque
+    from collections.abc import Callable
+    from typing import Any, NamedTuple, Protocol
+
+    from .listener import Listener
+else:
+    from _collections import deque  # collections' deque, without importing collections
+
+    from ..lean import NamedTuple
+
 
 #: How much one wake-up reads from a connection.
 _READ_SIZE = 65536
@@ -39,116 +47,6 @@ _ACCEPT_BATCH = 16
 _ACCEPT_PAUSE = 0.5
 #: At exit, how long answers still queued may take to leave (a waiting client gets its answer, §12).
 _FINAL_FLUSH = 1.0
-
-
-class SocketUnusable(Exception):
-    """A socket location that cannot be used; the message says why."""
-
-
-class AnotherDinit(Exception):
-    """The socket answers: another dinit owns it."""
-
-
-class Listener(NamedTuple):
-    """A bound, listening control socket and the inode it created (so exit removes only its own)."""
-
-    sock: _socket.socket
-    path: str
-    inode: int
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            if os.lstat(self.path).st_ino == self.inode:
-                os.unlink(self.path)
-        self.sock.close()
-
-
-def _own_directory(directory: str) -> None:
-    """Create ``directory`` 0700, or accept an existing one only if dinit's user owns it and nobody
-    else may write to it: otherwise someone else could put their own socket there (§12)."""
-    try:
-        os.mkdir(directory, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as error:
-        raise SocketUnusable(f"cannot create {directory}: {error.strerror}") from None
-    info = os.lstat(directory)
-    if not stat.S_ISDIR(info.st_mode):
-        raise SocketUnusable(f"{directory} is not a directory")
-    if info.st_uid != os.geteuid():
-        raise SocketUnusable(f"{directory} is owned by uid {info.st_uid}, not dinit's uid {os.geteuid()}")
-    if info.st_mode & 0o022:
-        raise SocketUnusable(f"{directory} is group- or world-writable (mode {info.st_mode & 0o7777:o})")
-
-
-def _clear_stale(path: str) -> None:
-    """``path`` exists: a socket nobody listens on is stale and removed; one that answers belongs to
-    another dinit; anything else is not dinit's to remove."""
-    info = os.lstat(path)
-    if not stat.S_ISSOCK(info.st_mode):
-        raise SocketUnusable(f"{path} exists and is not a socket")
-    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)
-        return
-    except TimeoutError:
-        raise AnotherDinit(path) from None  # alive but its backlog is full
-    except OSError as error:
-        raise SocketUnusable(f"cannot check {path}: {error.strerror}") from None
-    finally:
-        probe.close()
-    raise AnotherDinit(path)
-
-
-def bind(path: str) -> Listener:
-    """Listen on ``path``, created mode 0600 (umask during bind, so it is never more open, not even
-    between bind and listen). Raises SocketUnusable or AnotherDinit."""
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC)
-    old_umask = os.umask(0o177)
-    try:
-        try:
-            sock.bind(path)
-        except OSError as error:
-            if error.errno != errno.EADDRINUSE:
-                raise
-            _clear_stale(path)
-            sock.bind(path)
-        os.chmod(path, 0o600)
-        sock.listen(64)
-        return Listener(sock, path, os.lstat(path).st_ino)
-    except OSError as error:
-        sock.close()
-        raise SocketUnusable(f"cannot listen on {path}: {error.strerror or error}") from None
-    except (SocketUnusable, AnotherDinit):
-        sock.close()
-        raise
-    finally:
-        os.umask(old_umask)
-
-
-def open_listener(setting: str) -> Listener | None:
-    """The control socket for ``DINIT_SOCKET`` (a path, or "" for the defaults; §12). A default
-    location that cannot be used is an info line; an explicit path that cannot be used raises
-    SocketUnusable (a configuration error); a socket that answers is another dinit's: a warning,
-    and no control socket."""
-    try:
-        if setting:
-            return bind(setting)
-        for path in protocol.DEFAULT_PATHS:
-            try:
-                _own_directory(os.path.dirname(path))
-                return bind(path)
-            except SocketUnusable as error:
-                logger.info("control socket: {why}", why=error)
-        logger.info("no usable control socket location, running without control")
-        return None
-    except AnotherDinit as error:
-        logger.warning("control socket {path} answers: another dinit owns it, running without control",
-                       path=error)
-        return None
 
 
 class Peer(NamedTuple):
@@ -165,12 +63,13 @@ class Peer(NamedTuple):
         return self.pid != 0 and self.uid in (0, os.geteuid())
 
 
-class Handler(Protocol):
-    """What serves requests: the commands of ``handlers``."""
+if TYPE_CHECKING:
+    class Handler(Protocol):
+        """What serves requests: the commands of ``handlers``."""
 
-    def dispatch(self, call: Call) -> None: ...
+        def dispatch(self, call: Call) -> None: ...
 
-    def settle(self) -> None: ...
+        def settle(self) -> None: ...
 
 
 class Call:
@@ -370,7 +269,7 @@ class Connection:
         if self._eof and (self._close_when_flushed or not self._calls):
             self.close()
         elif self._close_when_flushed:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 self.sock.shutdown(_socket.SHUT_WR)
 
     # -- the 10 s request deadline -----------------------------------------------------------------
@@ -412,7 +311,7 @@ class Connection:
         and the kernel kills every process of its namespace (§12). Blocking, but bounded."""
         if self.closed or deadline - self.waited_answer_at > 2 * _FINAL_FLUSH:
             return
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             self.sock.settimeout(max(0.0, deadline - time.monotonic()))
             self.sock.sendall(self._out)
             self._out.clear()
@@ -465,7 +364,7 @@ class Server:
     @staticmethod
     def _refuse(sock: _socket.socket) -> None:
         """One connection too many: ``busy``, sent without waiting, and closed."""
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             sock.send(protocol.encode_error(ProtocolError(
                 protocol.BUSY, f"too many connections (at most {protocol.MAX_CONNECTIONS})")))
         sock.close()

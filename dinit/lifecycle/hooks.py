@@ -15,15 +15,23 @@ loop thread, their output labelled ``start.d/<file>`` or ``stop.d/<file>``.
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Callable, Mapping
-from typing import NamedTuple, Protocol
 
 from ..log import logger
 from ..loop import Loop
 from ..process.programs import Program, Role, kill_session, signal_process
 from ..service.discovery import program_problem
 from .outcome import describe, explain
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    from collections.abc import Callable, Mapping
+    from typing import NamedTuple, Protocol
+else:
+    import _signal as signal  # signal without its enums (lean.py: start-up)
+
+    from ..lean import NamedTuple
+
 
 START, STOP = "start.d", "stop.d"
 
@@ -69,18 +77,19 @@ def scan_all(start_variable: str, start_dir: str, stop_variable: str, stop_dir: 
     return HookPaths(scan(start_variable, start_dir, START), scan(stop_variable, stop_dir, STOP))
 
 
-class HookHost(Protocol):
-    """What the hooks need of the supervisor: the loop, the output, and taking part in reaping."""
+if TYPE_CHECKING:
+    class HookHost(Protocol):
+        """What the hooks need of the supervisor: the loop, the output, and taking part in reaping."""
 
-    loop: Loop
+        loop: Loop
 
-    @property
-    def devnull(self) -> int: ...
+        @property
+        def devnull(self) -> int: ...
 
-    def add_program(self, program: Program) -> None: ...
+        def add_program(self, program: Program) -> None: ...
 
-    def spawn_labelled(self, name: str, path: str, argv: tuple[str, ...], cwd: str, stage: str,
-                       stdin: int, stdout: int | None, env: Mapping[str, str]) -> int: ...
+        def spawn_labelled(self, name: str, path: str, argv: tuple[str, ...], cwd: str, stage: str,
+                           stdin: int, stdout: int | None, env: Mapping[str, str]) -> int: ...
 
 
 class HookRunner:

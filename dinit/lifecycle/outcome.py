@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
-from typing import NamedTuple
+
+from .signals import NAMES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from ..lean import NamedTuple
+
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILURE = 0, 1, 3
 
@@ -69,6 +76,6 @@ def explain(status: int) -> str:
 def signal_name(signum: int) -> str:
     """``SIGKILL`` for 9; ``signal 40`` for one without a name (real-time signals)."""
     try:
-        return signal.Signals(signum).name
-    except ValueError:
+        return NAMES[signum]
+    except KeyError:
         return f"signal {signum}"

@@ -19,9 +19,6 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable
-from enum import Enum
-from typing import NamedTuple
 
 from ..config import Config, FinishMode, WatchMode
 from ..log import logger
@@ -31,6 +28,15 @@ from ..process.procfs import session_members
 from ..service.discovery import Service, ServiceError, load_service
 from .state import Phase, ServiceState, StopReason
 from .supervisor import Supervisor
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from enum import Enum
+    from typing import NamedTuple
+else:
+    from ..lean import Enum, NamedTuple
+
 
 #: A new or changed service starts only after this long without changes under its directory, and
 #: rescans asked for by events come at most this often (an inotify storm is one rescan per period).
@@ -46,7 +52,8 @@ _FINGERPRINTED = ("run", "finish", "terminate", "log/run", "notification-fd", "n
 #: The paths whose status tells a directory is still being written (the debounce signature).
 _SIGNED = (".", "run", "finish", "terminate", "log", "log/run", "env", "down")
 
-Identity = tuple[int, int]
+if TYPE_CHECKING:
+    Identity = tuple[int, int]
 
 
 class Action(Enum):
@@ -158,10 +165,11 @@ def signature(directory: str) -> tuple[tuple[str, int, int, int, int], ...]:
 
 def fingerprint(directory: str) -> bytes:
     """A digest of the files that make up a service (``run``, stop hooks, ``finish``, ``log/run``,
-    ``env/*``, the readiness files of §13): names, whether executable, and content."""
-    import hashlib  # only once something is reloaded
+    ``env/*``, the readiness files of §13): names, whether executable, and content.
 
-    digest = hashlib.blake2b(digest_size=16)
+    The digest is Python's own keyed 64-bit string hash (SipHash): fingerprints are compared only
+    within one dinit process, and ``hashlib`` would load OpenSSL into every idle dinit."""
+    parts: list[bytes] = []
     env = os.path.join(directory, "env")
     try:
         env_names = sorted("env/" + name for name in os.listdir(env))
@@ -169,15 +177,15 @@ def fingerprint(directory: str) -> bytes:
         env_names = []
     for name in (*_FINGERPRINTED, *env_names):
         path = os.path.join(directory, name)
-        digest.update(name.encode() + b"\0")
+        parts.append(name.encode() + b"\0")
         try:
             with open(path, "rb") as file:
                 content = file.read()
-            digest.update(b"x" if os.access(path, os.X_OK) else b"-")
-            digest.update(len(content).to_bytes(8, "little") + content)
+            parts.append(b"x" if os.access(path, os.X_OK) else b"-")
+            parts.append(len(content).to_bytes(8, "little") + content)
         except OSError:
-            digest.update(b"?")
-    return digest.digest()
+            parts.append(b"?")
+    return hash(b"".join(parts)).to_bytes(8, "little", signed=True)
 
 
 def observe(name: str, path: str, finish_is_stop: bool) -> Entry | None:

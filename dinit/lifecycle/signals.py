@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-import signal
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:
+    import _signal as signal  # signal without its enums (lean.py: start-up)
+
 
 #: Signals that tear the container down.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -13,6 +18,11 @@ FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWI
 _FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP,
                      signal.SIGSYS})
 _UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
+#: Every signal name (``SIGIOT`` too) and its number: what :class:`signal.Signals` knows, without it.
+NUMBERS = {name: number for name, number in vars(signal).items()
+           if name.startswith("SIG") and not name.startswith("SIG_") and name.isupper()}
+#: The name of each number: of several (``SIGABRT``/``SIGIOT``) the first in order, as in ``Signals``.
+NAMES = {number: name for name, number in sorted(NUMBERS.items(), reverse=True)}
 
 
 def catchable() -> frozenset[int]:

@@ -8,17 +8,20 @@ impossible change is a bug and raises, which the loop turns into an internal err
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from enum import Enum
-from typing import TYPE_CHECKING, Any
-
 from ..log import logger
 from ..process.programs import Program
 from ..service import envdir
 from ..service.discovery import Service
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from enum import Enum
+    from typing import Any
+
     from ..output.logger_pipe import LoggerPipe
+else:
+    from ..lean import Enum
 
 
 class Phase(Enum):
@@ -81,7 +84,8 @@ _LINES: Mapping[Phase, tuple[str | None, str]] = {
 _READY_LINE = ("run", "ready")
 _HELD_LINE = (None, "stopped through the control socket, held down until started")
 
-Observer = Callable[["ServiceState", Phase], None]
+if TYPE_CHECKING:
+    Observer = Callable[["ServiceState", Phase], None]
 
 
 class InvalidTransition(RuntimeError):

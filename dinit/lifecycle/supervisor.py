@@ -10,12 +10,10 @@ dinit started can never be taken by anyone else. Service phases change only thro
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-from collections.abc import Callable, Mapping
 
 from ..config import Config, StopIgnored
+from ..lean import suppress
 from ..log import logger
 from ..loop import Loop
 from ..output.logger_pipe import LoggerPipe
@@ -33,6 +31,14 @@ from .outcome import Outcome, describe, explain, signal_name
 from .signals import FORWARDED_SIGNALS, STOP_SIGNALS, ignorable, transparent_forwarded
 from .state import ContainerPhase, Phase, ServiceState, StopReason
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    from collections.abc import Callable, Mapping
+else:
+    import _signal as signal  # signal without its enums (lean.py: start-up)
+
+
 #: Exit code a service uses to say "I disabled myself", and a logger "read my stdout yourself".
 DISABLED = 115
 #: How often a logger's input is checked once its service is gone (§4.5).
@@ -43,9 +49,10 @@ _WAIT_WARNING_INTERVAL = 10.0
 #: How long a SIGTERM that ``run`` had blocked may stay pending before dinit says it blocks it (§15).
 _BLOCKED_GRACE = 0.1
 
-Observer = Callable[[ServiceState, Phase], None]
-#: Told of an exec failure (state, stage, error) first; True means handled, so not fatal (§11).
-ExecFailureHandler = Callable[[ServiceState, str, OSError], bool]
+if TYPE_CHECKING:
+    Observer = Callable[[ServiceState, Phase], None]
+    #: Told of an exec failure (state, stage, error) first; True means handled, so not fatal (§11).
+    ExecFailureHandler = Callable[[ServiceState, str, OSError], bool]
 
 
 def _disabled(status: int) -> bool:
@@ -151,10 +158,15 @@ class Supervisor:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def run(self) -> int:
-        """Start everything, wait until teardown is complete, return the exit code (§5.3)."""
+    def run(self, started: Callable[[], None] | None = None) -> int:
+        """Start everything, wait until teardown is complete, return the exit code (§5.3).
+
+        ``started`` is called once the first programs run (the services, or the first start hook):
+        what the first ``run`` need not wait for is set up there (ARCHITECTURE.md, start-up)."""
         self._install_signals()
         self.hooks.start(self._start_services, lambda: self.teardown(Outcome.error()))
+        if started is not None:
+            self.loop.call(started)
         self.reparenter.start()
         self.reap()
         self._check_done()
@@ -204,7 +216,7 @@ class Supervisor:
             for signum in FORWARDED_SIGNALS:
                 self.loop.add_signal_handler(signum, self._forward, signum)
         for signum in ignorable() - handled - {signal.SIGCHLD}:
-            with contextlib.suppress(OSError, ValueError):
+            with suppress(OSError, ValueError):
                 signal.signal(signum, signal.SIG_IGN)
 
     def _on_stop_signal(self, signum: int) -> None:

@@ -7,7 +7,6 @@ bytes: colouring costs nothing per line.
 
 from __future__ import annotations
 
-import binascii
 import os
 
 from ..config import Color
@@ -26,6 +25,8 @@ def colored(mode: Color, fd: int) -> bool:
 
 def code(name: bytes) -> bytes:
     """The escape sequence that starts ``name``'s colour."""
+    import binascii  # only with colours on: deciding whether they are costs start-up nothing
+
     return b"\x1b[%dm" % PALETTE[binascii.crc32(name) % len(PALETTE)]
 
 

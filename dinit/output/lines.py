@@ -10,11 +10,18 @@ Bytes are never decoded, so invalid UTF-8 passes through the prefix form unchang
 
 from __future__ import annotations
 
-import functools
 import itertools
-import re
-from collections.abc import Callable
-from typing import NamedTuple
+
+from ..lean import once
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Callable
+    from typing import NamedTuple
+else:
+    from ..lean import NamedTuple
+
 
 #: Longest line emitted whole; longer lines are emitted in pieces of at most this size (§4.1).
 MAX_LINE = 1024 * 1024
@@ -149,6 +156,17 @@ def _text(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+#: JSON's escapes, written as orjson writes them (short ones where JSON has them).
+_ESCAPES = {code: f"\\u{code:04x}" for code in range(0x20)} | {
+    ord("\b"): "\\b", ord("\t"): "\\t", ord("\n"): "\\n", ord("\f"): "\\f", ord("\r"): "\\r",
+    ord('"'): '\\"', ord("\\"): "\\\\"}
+
+
+def json_string(name: str) -> bytes:
+    """A name as a JSON string, byte for byte what ``orjson.dumps(_text(name))`` gives."""
+    return b'"%s"' % _text(name).translate(_ESCAPES).encode("utf-8")
+
+
 class JsonLabeller:
     """Appends ``"service"``, ``"stage"`` and ``"logged"`` to each JSON object line (§4.3).
 
@@ -159,13 +177,9 @@ class JsonLabeller:
     __slots__ = ("_meta",)
 
     def __init__(self, name: str, stage: str) -> None:
-        # orjson (and json, msgspec) are imported where they are used: with what they import
-        # themselves they would be most of dinit's start-up, and no line is labelled before
-        # services run.
-        import orjson
-
-        self._meta = b',"service":%s,"stage":%s,"logged":"' % (orjson.dumps(_text(name)),
-                                                               orjson.dumps(_text(stage)))
+        # orjson (and json, msgspec) are imported where lines are checked: with what they import
+        # themselves they would be most of dinit's start-up and of an idle dinit's memory.
+        self._meta = b',"service":%s,"stage":%s,"logged":"' % (json_string(name), json_string(stage))
 
     def label(self, block: bytes, time: bytes) -> tuple[bytes, list[bytes]]:
         """Annotate a block: ordinary blocks in one check and one join, others in halves that are
@@ -289,7 +303,7 @@ class _OwnMembers(NamedTuple):
     error: type[Exception]
 
 
-@functools.cache
+@once
 def _own_members() -> _OwnMembers:
     import msgspec
 
@@ -346,11 +360,30 @@ def _parse(body: bytes) -> object:
         return None
 
 
-_SPACE = rb"[ \t\r\n]*"
-#: Each of dinit's names, as a key, and as a member up to its value; what may follow a value.
-_NAMED = tuple((name, b'"%s"' % name.encode(), re.compile(rb'"%s"%s:%s' % (name.encode(), _SPACE, _SPACE)))
-               for name in _RESERVED)
-_MEMBER_END = re.compile(_SPACE + rb"[,}]")
+class _Patterns(NamedTuple):
+    """The regular expressions of the rare lines that have members named like dinit's (compiled on
+    first use: importing ``re`` costs start-up, lean.py)."""
+
+    #: Each of dinit's names, as a key, and as a member up to its value.
+    named: tuple[tuple[str, bytes, re.Pattern[bytes]], ...]
+    #: What may follow a value.
+    member_end: re.Pattern[bytes]
+    #: A JSON string, bracket or comma.
+    token: re.Pattern[bytes]
+
+
+@once
+def _patterns() -> _Patterns:
+    import re
+
+    space = rb"[ \t\r\n]*"
+    return _Patterns(
+        tuple((name, b'"%s"' % name.encode(), re.compile(rb'"%s"%s:%s' % (name.encode(), space, space)))
+              for name in _RESERVED),
+        re.compile(space + rb"[,}]"),
+        re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]', re.DOTALL))
+
+
 _COMMA = ord(",")
 
 
@@ -365,13 +398,14 @@ def _drop_named(body: bytes, members: object) -> tuple[bytes, bool]:
     if b"\\" in body and b"\\u" in body:  # (a search for one byte is much faster)
         return _drop_members(body)
     unset = _own_members().unset
-    for name, key, named in _NAMED:
+    patterns = _patterns()
+    for name, key, named in patterns.named:
         value = getattr(members, name)
         if value is unset:
             continue
         at = body.find(key)
         found = named.match(body, at) if body.find(key, at + 1) < 0 else None
-        after = found and _MEMBER_END.match(body, found.end() + len(value))
+        after = found and patterns.member_end.match(body, found.end() + len(value))
         if found is None or not after:
             return _drop_members(body)
         end = after.end()
@@ -385,7 +419,6 @@ def _drop_named(body: bytes, members: object) -> tuple[bytes, bool]:
     return body, not body.strip(_JSON_SPACE)[1:-1].strip(_JSON_SPACE)
 
 
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]', re.DOTALL)
 _RESERVED_KEYS = frozenset(name.encode() for name in _RESERVED)
 _QUOTE, _OPEN, _CLOSE = ord('"'), b"{[", b"}]"
 
@@ -401,7 +434,7 @@ def _drop_members(body: bytes) -> tuple[bytes, bool]:
     head = b""
     kept: list[bytes] = []
     key_next = drop = False
-    for token in _TOKEN.finditer(body):
+    for token in _patterns().token.finditer(body):
         text = token.group()
         first = text[0]
         if first == _QUOTE:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import os
 import select
-import termios
 
 from .multiplexer import Multiplexer, make_pipe
 
@@ -71,6 +70,8 @@ def _unread_after_close(fd: int) -> int | None:
         poller.register(fd, select.EPOLLIN)
         if not any(events & select.EPOLLHUP for _, events in poller.poll(0)):
             return None
+    import termios  # only for a logger gone quiet: kept off the start path
+
     pending = bytearray(4)
     fcntl.ioctl(fd, termios.FIONREAD, pending)
     return int.from_bytes(pending, "little")

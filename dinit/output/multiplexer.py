@@ -8,17 +8,21 @@ programs block on their own writes instead (§4.6).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-from collections.abc import Callable
 
 from .. import log
 from ..clock import timestamp
+from ..lean import suppress
 from ..log import logger
 from ..loop import Loop
 from .lines import MAX_LINE, JsonLabeller, LineSplitter, PrefixLabeller, label_bytes
 from .writer import Writer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 #: Bytes read (and labelled as one block) per readiness event. 128 KiB measured fastest here: the
 #: chunk and the copies made to check and label it stay in the CPU caches, unlike with 1 MiB. It
@@ -37,7 +41,7 @@ _F_SETPIPE_SZ = 1031
 def make_pipe() -> tuple[int, int]:
     """A close-on-exec pipe with a large buffer; the read end is non-blocking for the loop."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         fcntl.fcntl(write_end, _F_SETPIPE_SZ, PIPE_SIZE)
     os.set_blocking(read_end, False)
     return read_end, write_end

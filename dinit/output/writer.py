@@ -10,10 +10,12 @@ timers keep running because the loop itself never waits on fd 1 or fd 2.
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
-from collections import deque
-from collections.abc import Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Above this many queued bytes the loop pauses reading programs' output.
 HIGH_WATER = 4 * 1024 * 1024
@@ -22,7 +24,11 @@ LOW_WATER = 1024 * 1024
 
 
 class Writer:
-    """A queue of bytes for one fd, drained by a daemon thread with blocking writes."""
+    """A queue of bytes for one fd, drained by a daemon thread with blocking writes.
+
+    The thread is made with ``_thread`` and its locks, not ``threading`` (whose import costs several
+    ms of start-up, lean.py), and only when the first bytes are queued: a dinit whose programs print
+    nothing has no writer threads at all."""
 
     def __init__(self, fd: int, name: str) -> None:
         self.fd = fd
@@ -31,12 +37,19 @@ class Writer:
         self.fallback: Writer | None = None
         self.on_drain: Callable[[], None] | None = None
         self.on_closed: Callable[[Writer, OSError], None] | None = None
-        self._queue: deque[bytes] = deque()
-        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[bytes] = []
+        #: Guards the queue, ``pending`` and ``_closing``.
+        self._lock = _thread.allocate_lock()
+        #: Held while the thread has nothing to do; released (once) to wake it.
+        self._wake = _thread.allocate_lock()
+        self._wake.acquire()
+        self._woken = False
+        #: Held until the thread has written everything and ended.
+        self._ended = _thread.allocate_lock()
+        self._ended.acquire()
+        self._started = False
         self._closing = False
         self._broken = False
-        self._thread = threading.Thread(target=self._run, name=f"dinit-{name}-writer", daemon=True)
-        self._thread.start()
 
     @property
     def congested(self) -> bool:
@@ -49,40 +62,59 @@ class Writer:
             if self.fallback is not None and not self.fallback._broken:
                 self.fallback.write(data)
             return
-        with self._cond:
+        if not self._started:
+            self._started = True
+            _thread.start_new_thread(self._run, ())
+        with self._lock:
             self._queue.append(data)
             self.pending += len(data)
-            if len(self._queue) == 1:
-                self._cond.notify()
+            self._wake_thread()
 
     def close(self) -> None:
-        """Write out everything queued, then stop the thread (used once, at exit)."""
-        with self._cond:
+        """Write out everything queued, then stop the thread (used once, at exit). With nothing
+        queued or being written there is nothing to wait for: the thread just stays blocked."""
+        if not self._started or not self.pending:
+            return
+        with self._lock:
             self._closing = True
-            self._cond.notify()
-        self._thread.join()
+            self._wake_thread()
+        self._ended.acquire()
+
+    def _wake_thread(self) -> None:
+        """Release the wake lock unless a release is already pending (called with ``_lock`` held):
+        ``_woken`` says whether one is, so the lock is never released twice."""
+        if not self._woken:
+            self._woken = True
+            self._wake.release()
 
     def _take(self) -> bytes | None:
-        """Wait for queued data and take all of it at once, so many lines go out in one ``write``."""
-        with self._cond:
-            while not self._queue and not self._closing:
-                self._cond.wait(None)
-            if not self._queue:
-                return None
-            chunks = list(self._queue)
-            self._queue.clear()
+        """Wait for queued data and take all of it at once, so many lines go out in one ``write``;
+        None once closing with nothing left."""
+        while True:
+            with self._lock:
+                if self._queue:
+                    chunks, self._queue = self._queue, []
+                    break
+                if self._closing:
+                    return None
+            self._wake.acquire()
+            with self._lock:
+                self._woken = False
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _run(self) -> None:
-        while (data := self._take()) is not None:
-            self._write_all(data)
-            with self._cond:
-                self.pending -= len(data)
-                drained = self.pending < LOW_WATER
-            waiter = self.on_drain
-            if drained and waiter is not None:
-                self.on_drain = None
-                waiter()
+        try:
+            while (data := self._take()) is not None:
+                self._write_all(data)
+                with self._lock:
+                    self.pending -= len(data)
+                    drained = self.pending < LOW_WATER
+                waiter = self.on_drain
+                if drained and waiter is not None:
+                    self.on_drain = None
+                    waiter()
+        finally:
+            self._ended.release()
 
     def _write_all(self, data: bytes) -> None:
         """Write all of ``data``; after a write error (EPIPE: the reader is gone) the rest goes to

@@ -7,9 +7,10 @@ Every reader raises OSError when the process is gone unless its docstring says o
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
+
+from ..lean import suppress
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -51,7 +52,7 @@ def session_members(session: int) -> list[int]:
     members = []
     for name in os.listdir("/proc"):
         if name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
+            with suppress(OSError, ValueError, IndexError):
                 if session_of(int(name)) == session:
                     members.append(int(name))
     return members
@@ -69,19 +70,28 @@ def status_field(pid: int, name: str) -> str:
 
 def children(pid: int | str = "self") -> set[int]:
     """Direct children of every thread of a process (dinit's own by default), living or zombie, from
-    the threads' children lists: one small read each, no walk of /proc. Empty if it is gone."""
+    the threads' children lists: one small read each, no walk of /proc. Empty if it is gone.
+
+    For dinit itself only the main thread's list is read: no other thread of dinit starts a
+    process, and the kernel gives an orphan to the reaper's first live thread, the main one."""
+    if pid == "self":
+        return _task_children(f"/proc/self/task/{os.getpid()}/children")
     pids: set[int] = set()
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return pids
     for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children", "rb") as file:
-                pids.update(map(int, file.read().split()))
-        except OSError:
-            continue
+        pids |= _task_children(f"/proc/{pid}/task/{task}/children")
     return pids
+
+
+def _task_children(path: str) -> set[int]:
+    try:
+        with open(path, "rb") as file:
+            return set(map(int, file.read().split()))
+    except OSError:
+        return set()
 
 
 def descendants(pid: int) -> list[int]:
@@ -112,7 +122,7 @@ def cmdline(pid: int) -> str:
     read then."""
     data = _read(f"/proc/{pid}/cmdline")
     if not data:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             for task in os.listdir(f"/proc/{pid}/task"):
                 if data := _read(f"/proc/{pid}/task/{task}/cmdline"):
                     break
@@ -141,11 +151,13 @@ def refuses_signal(pid: int, signum: int) -> str | None:
     (``SigBlk``, its main thread's mask) right now, else None -- also when it is gone: read at the
     moment dinit sends a stop signal, to say why a service may never stop (§15)."""
     try:
-        if _has(pid, "SigIgn", signum):
-            return "ignores"
-        return "blocks" if _has(pid, "SigBlk", signum) else None
+        masks = _signal_masks(pid)
     except (OSError, ValueError):
         return None
+    bit = 1 << (signum - 1)
+    if masks.get(b"SigIgn", 0) & bit:
+        return "ignores"
+    return "blocks" if masks.get(b"SigBlk", 0) & bit else None
 
 
 def blocked_pending(pid: int, signum: int) -> bool:
@@ -153,14 +165,30 @@ def blocked_pending(pid: int, signum: int) -> bool:
     blocked it for a moment (a shell waiting for its child) or reads it from a signalfd has taken it
     by then; one that keeps it blocked has not. False when it is gone."""
     try:
-        return _has(pid, "SigBlk", signum) and (_has(pid, "ShdPnd", signum) or _has(pid, "SigPnd", signum))
+        masks = _signal_masks(pid)
     except (OSError, ValueError):
         return False
+    pending = masks.get(b"ShdPnd", 0) | masks.get(b"SigPnd", 0)
+    return bool(masks.get(b"SigBlk", 0) & pending & 1 << (signum - 1))
 
 
-def _has(pid: int, field: str, signum: int) -> bool:
-    """Whether the signal mask ``field`` of ``/proc/<pid>/status`` has ``signum``."""
-    return bool(int(status_field(pid, field) or "0", 16) & (1 << (signum - 1)))
+_MASKS = frozenset({b"SigIgn", b"SigBlk", b"SigPnd", b"ShdPnd"})
+
+
+def _signal_masks(pid: int) -> dict[bytes, int]:
+    """The signal masks of ``/proc/<pid>/status`` (``SigIgn: 0000000000001000`` lines) from one read:
+    teardown asks this of every service at once (§15), so it costs one open and one read each."""
+    fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 16384)
+    finally:
+        os.close(fd)
+    masks: dict[bytes, int] = {}
+    for line in data.splitlines():
+        key, _, value = line.partition(b":")
+        if key in _MASKS:
+            masks[key] = int(value, 16)
+    return masks
 
 
 def socket_inodes(pid: int) -> set[int]:
@@ -172,7 +200,7 @@ def socket_inodes(pid: int) -> set[int]:
     except OSError:
         return inodes
     for name in names:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             target = os.readlink(f"{directory}/{name}")
             if target.startswith("socket:["):
                 inodes.add(int(target[8:-1]))

@@ -7,14 +7,22 @@ the event loop thread, so no exit status can be taken by anyone else.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-from collections.abc import Callable
-from enum import Enum
 
+from ..lean import suppress
 from ..loop import Timer
 from .procfs import session_members
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    from collections.abc import Callable
+    from enum import Enum
+else:
+    import _signal as signal  # signal without its enums (lean.py: start-up)
+
+    from ..lean import Enum
+
 
 _PR_SET_CHILD_SUBREAPER = 36
 #: At most this many list-and-kill rounds when SIGKILLing a session.
@@ -69,7 +77,7 @@ def prepare_own_fds() -> None:
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd > 2:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.set_inheritable(fd, False)
 
 
@@ -104,10 +112,10 @@ def kill_session(session: int) -> list[int]:
         members = [pid for pid in session_members(session) if pid not in seen]
         if not members:
             break
-        with contextlib.suppress(ProcessLookupError):
+        with suppress(ProcessLookupError):
             os.killpg(session, signal.SIGKILL)
         for pid in members:
-            with contextlib.suppress(ProcessLookupError):
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         seen.update(members)
         killed.extend(members)

@@ -13,40 +13,44 @@ never from inside a call into the host, so a scan never runs inside another: wha
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
 
 from ..config import Policy
+from ..lean import suppress
 from ..log import logger
 from .procfs import children, cmdline, program_name, state_and_age
 from .programs import Program, Role
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
+
     from ..loop import Loop, Timer
     from ..output.multiplexer import Multiplexer
+
 
 SCAN_INTERVAL = 0.5
 TEARDOWN_SCAN_INTERVAL = 0.05
 MIN_AGE = 0.010
 
 
-class ReparentHost(Protocol):
-    """What the reparenter needs of the supervisor, and nothing more."""
+if TYPE_CHECKING:
+    class ReparentHost(Protocol):
+        """What the reparenter needs of the supervisor, and nothing more."""
 
-    loop: Loop
-    mux: Multiplexer
+        loop: Loop
+        mux: Multiplexer
 
-    @property
-    def terminating(self) -> bool: ...
-    def known(self, pid: int) -> bool: ...                  # a PID dinit already tracks
-    def add_program(self, program: Program) -> None: ...    # the one way any program gets registered
-    def programs_with_role(self, *roles: Role) -> list[Program]: ...
-    def terminate(self, program: Program) -> None: ...      # SIGTERM, remembered as caused by dinit
-    def kill(self, program: Program) -> None: ...           # SIGKILL if still registered
-    def exited(self, pid: int, status: int) -> None: ...    # an exit status is known (e.g. from ptrace)
-    def reap_soon(self) -> None: ...                        # schedule a reap on the loop (0 delay)
+        @property
+        def terminating(self) -> bool: ...
+        def known(self, pid: int) -> bool: ...                  # a PID dinit already tracks
+        def add_program(self, program: Program) -> None: ...    # the one way any program gets registered
+        def programs_with_role(self, *roles: Role) -> list[Program]: ...
+        def terminate(self, program: Program) -> None: ...      # SIGTERM, remembered as caused by dinit
+        def kill(self, program: Program) -> None: ...           # SIGKILL if still registered
+        def exited(self, pid: int, status: int) -> None: ...    # an exit status is known (e.g. from ptrace)
+        def reap_soon(self) -> None: ...                        # schedule a reap on the loop (0 delay)
 
 
 def _exited(pid: int) -> bool:
@@ -244,7 +248,7 @@ class Reparenter:
 
 def _unlink(paths: tuple[str, ...]) -> None:
     for path in paths:
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(path)
 
 

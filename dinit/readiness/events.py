@@ -7,17 +7,21 @@ Subscribers (the web hook, ``dinit events``) get each event as a dict; they must
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from ..clock import timestamp
 from ..lifecycle.state import ContainerPhase, Phase, ServiceState
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from ..lifecycle.supervisor import Supervisor
 
-Event = dict[str, Any]
-Subscriber = Callable[[Event], None]
+
+if TYPE_CHECKING:
+    Event = dict[str, Any]
+    Subscriber = Callable[[Event], None]
 
 #: dock's ``ps.status`` vocabulary (§14): ``starting`` until ready, ``running`` while ``run`` runs,
 #: ``crashed`` for every state in which it no longer runs (dock has no other word for that).
@@ -42,8 +46,13 @@ class Events:
         supervisor.observers.append(self._service)
         supervisor.container_observers.append(self._container)
 
-    def _emit(self, fields: Event) -> None:
+    def _counted(self) -> bool:
+        """Number one more event; whether anyone takes it. With no subscriber the event is not
+        built at all: teardown makes two per service, and SIGTERM-to-exit time counts (§8)."""
         self.seq += 1
+        return bool(self.subscribers)
+
+    def _emit(self, fields: Event) -> None:
         event: Event = {"v": 1, "boot": self.boot, "seq": self.seq, "time": timestamp().decode()}
         event.update(fields)
         event["dropped"] = 0
@@ -53,7 +62,8 @@ class Events:
     def _service(self, state: ServiceState, previous: Phase) -> None:
         if state.run is not None:
             self._pids[state.name] = state.run.pid
-        self._emit(self.service_fields(state, previous.value))
+        if self._counted():
+            self._emit(self.service_fields(state, previous.value))
 
     def replay(self) -> list[Event]:
         """The current state of every service and of the container as events (``dinit events``,
@@ -79,7 +89,8 @@ class Events:
                 "reason": reason, "ps": {"status": _PS_STATUS[phase]}}
 
     def _container(self, previous: ContainerPhase) -> None:
-        self._emit(self.container_fields(previous.value))
+        if self._counted():
+            self._emit(self.container_fields(previous.value))
 
     def container_fields(self, previous: str | None) -> Event:
         phase = self._supervisor.container

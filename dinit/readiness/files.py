@@ -7,8 +7,14 @@ Kept free of imports from the service package, which imports this module.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NamedTuple
+else:
+    from ..lean import NamedTuple
+
 
 #: Protocols a ``ready-port`` line may name; a bare port means ``tcp``.
 PROTOCOLS = ("tcp", "udp", "unix")

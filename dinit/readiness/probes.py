@@ -8,19 +8,20 @@ write, so no client (nor a hundred that never send anything) can block the loop 
 
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import TYPE_CHECKING
 
+from ..lean import suppress
 from ..lifecycle.state import ContainerPhase
 from ..log import logger
 from ..loop import Loop, Timer
 from .settings import Settings
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 
     from ..lifecycle.supervisor import Supervisor
+
 
 #: A request larger than this is answered 431 and closed; an idle connection is closed after
 #: ``_IDLE`` seconds; beyond ``_MAX_CLIENTS`` open connections new ones are closed at once.
@@ -54,7 +55,7 @@ class ReadyFile:
                            reason=error.strerror)
 
     def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(self.path)
 
 
@@ -136,7 +137,7 @@ class HttpProbe:
         body = f"{reason.lower()}\n".encode()
         head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n").encode()
-        with contextlib.suppress(OSError):  # a tiny answer fits the socket buffer; a gone client is fine
+        with suppress(OSError):  # a tiny answer fits the socket buffer; a gone client is fine
             client.sock.send(head + (b"" if client.buffer.startswith(b"HEAD") else body))
 
     def _close(self, fd: int) -> None:

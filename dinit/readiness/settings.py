@@ -7,10 +7,16 @@ Kept out of ``config.Config`` so the readiness feature stays in its own modules;
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, MutableMapping
-from typing import NamedTuple
 
 from ..config import ConfigError, _seconds
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, MutableMapping
+    from typing import NamedTuple
+else:
+    from ..lean import NamedTuple
+
 
 #: Variables of dinit's own that no program gets (§13, §14): the web hook's token must not leak,
 #: and a program answering dinit's own supervisor would confuse it.
@@ -28,6 +34,11 @@ class Settings(NamedTuple):
     webhook_method: str = "PUT"
     webhook_timeout: float = 5.0
     webhook_token: str | None = None
+
+    @property
+    def exposed(self) -> bool:
+        """Whether the container's readiness is shown anywhere (a ready file, HTTP, sd_notify)."""
+        return bool(self.ready_file or self.http_addr or self.notify_socket)
 
 
 def parse_address(name: str, value: str) -> tuple[str, int]:

@@ -10,11 +10,10 @@ nothing.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-from typing import TYPE_CHECKING
 
+from ..lean import suppress
 from ..lifecycle.state import Phase, ServiceState
 from ..log import logger
 from ..output.multiplexer import make_pipe
@@ -23,10 +22,12 @@ from ..process.programs import Program, Role, kill_session
 from .files import Port
 from .settings import Settings
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 
     from ..lifecycle.supervisor import Supervisor
+
 
 #: How often ``ready-port`` looks at /proc/net while the service is starting.
 PORT_POLL = 0.25
@@ -336,6 +337,6 @@ def _sender(ancillary: list[tuple[int, int, bytes]]) -> int | None:
 
 
 def _in_session(pid: int, session: int) -> bool:
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         return os.getsid(pid) == session
     return False

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -20,8 +20,10 @@ import orjson
 from .. import __version__
 from ..log import logger
 from ..loop import Loop
-from .events import Event
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .events import Event
 
 QUEUE = 1024
 RETRIES = 3

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
-from types import MappingProxyType
-from typing import NamedTuple
 
 from ..log import logger
 from ..readiness import files as readiness_files
 from . import envdir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import MappingProxyType
+    from typing import NamedTuple
+else:
+    from ..lean import NamedTuple
+
+    MappingProxyType = type(type.__dict__)  # as types.py has it, without importing types
+
 
 #: Names a stop hook may have, with the stage its output is labelled with (§2, §4.2): ``terminate``
 #: always; ``finish`` only under ``DINIT_FINISH=stop`` (otherwise it is runit's finish program).

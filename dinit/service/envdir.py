@@ -8,7 +8,10 @@ ignored. A file name with ``=`` cannot be a variable name, so it is a start-up e
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 class EnvDirError(Exception):
