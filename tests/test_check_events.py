@@ -3,17 +3,13 @@ run inside its namespace (``nsenter``, or from a service) or outside it (events 
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
-from harness import Dinit, Services, environment, poll
-from test_control import Ctl, launch
+from harness import Services, Subscriber, environment, launch, poll
 
 PY = sys.executable
 GATE = "while [ ! -e {gate} ]; do sleep 0.02; done\n"
@@ -100,33 +96,6 @@ def test_check_without_dinit_is_one_line_and_1(tmp_path: Path) -> None:
 
 
 # -- events --------------------------------------------------------------------------------------------
-
-
-class Subscriber:
-    """``dinit events`` running, its JSON lines collected by a thread (so nothing waits blindly)."""
-
-    def __init__(self, dinit: Dinit, ctl: Ctl, *args: str, inside: bool = True) -> None:
-        command = [PY, "-m", "dinit", "events", *args]
-        if inside:
-            command = ["nsenter", "-t", str(dinit.pid), "-p", "-m", "--", *command]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd="/",
-                                        env=environment(None, DINIT_SOCKET=str(ctl.sock)))
-        self.events: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.events.append(json.loads(line))
-
-    def wait_for(self, **fields: Any) -> dict[str, Any]:
-        def found() -> dict[str, Any] | None:
-            return next((e for e in self.events if fields.items() <= e.items()), None)
-
-        poll(found, message=f"an event with {fields}")
-        event = found()
-        assert event is not None
-        return event
 
 
 def test_events_replay_then_live_in_order(services: Services, tmp_path: Path) -> None:
