@@ -131,7 +131,8 @@ class Webhook:
                       url=self._shown, seq=seq, problem=problem)
 
     def _send_once(self, connection_class: Any, body: bytes) -> tuple[bool, str]:
-        """Send once; returns (worth retrying, problem or "" on success)."""
+        """Send once; returns (worth retrying, problem or "" on success). A certificate that fails
+        verification (untrusted, expired, another host's) is not worth retrying."""
         import ssl
 
         timeout = self._timeout
@@ -147,6 +148,8 @@ class Webhook:
             response = connection.getresponse()
             response.read()
             status = int(response.status)
+        except ssl.SSLCertVerificationError as error:  # the same certificate on every try
+            return False, f"certificate refused: {error.verify_message or error}"
         except (OSError, ValueError) as error:
             return True, type(error).__name__ if not str(error) else f"{error}"
         finally:
