@@ -9,7 +9,7 @@ import signal
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,18 @@ class Receiver:
         self.statuses: list[int] = []
         self.hang = threading.Event()
         self.release = threading.Event()
+        #: Once an event this is true of arrives, the receiver goes away (connections refused).
+        self.close_after: Callable[[dict[str, Any]], bool] = lambda event: False
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def _handle(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                event = orjson.loads(body)
                 receiver.requests.append({"method": self.command, "path": self.path,
-                                          "headers": dict(self.headers), "event": orjson.loads(body)})
+                                          "headers": dict(self.headers), "event": event})
+                if receiver.close_after(event):
+                    receiver.close()  # before answering: the next connection is refused, surely
                 if receiver.hang.is_set():
                     receiver.release.wait(30)
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
@@ -212,6 +217,20 @@ def test_failure_streak_is_one_warning_without_credentials(services: Services, t
     assert dinit.wait() == 0
     assert dinit.stderr.count(b"not delivered") == 1
     assert b"pa55" not in dinit.stderr and b"k3y" not in dinit.stderr and b"user" not in dinit.stderr
+
+
+def test_a_warning_of_the_final_flush_is_printed(services: Services, receiver: Receiver) -> None:
+    """The receiver goes away once it has the container's ``stopping`` event, so the ``stopped``
+    event fails during the final flush, after the loop has stopped: its warning is still printed
+    (by dinit's main thread), and before the flush's 2 s are over rather than lost with them."""
+    receiver.close_after = lambda event: event["kind"] == "container" and event["state"] == "stopping"
+    services.add("web", "exit 0\n")
+    dinit = run(services, DINIT_WEBHOOK=receiver.url)
+    assert dinit.returncode == 0
+    assert receiver.events()[-1]["state"] == "stopping"
+    stopped = receiver.events()[-1]["seq"] + 1
+    assert dinit.messages("warning", cause=False) == [
+        f"web hook {receiver.url}: event {stopped} not delivered: [Errno 111] Connection refused".encode()]
 
 
 def test_a_hanging_receiver_delays_nothing(services: Services, receiver: Receiver) -> None:
