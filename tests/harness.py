@@ -333,7 +333,7 @@ class Subscriber:
 
     def __init__(self, dinit: Dinit, ctl: Ctl, *args: str, inside: bool = True) -> None:
         command = [sys.executable, "-m", "dinit", "events", *args]
-        if inside:
+        if inside and dinit.pid1:  # a subreaper's namespace is the test's own
             command = ["nsenter", "-t", str(dinit.pid), "-p", "-m", "--", *command]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd="/",
                                         env=environment(None, DINIT_SOCKET=str(ctl.sock)))
