@@ -1,12 +1,15 @@
 """Running the real dinit for behaviour tests: as PID 1 of a fresh PID namespace (``unshare``) or as
 a plain subreaper process, with real service directories, collecting its real stdout and stderr.
 
+``Ctl``, ``launch`` and ``Subscriber`` drive a dinit with its control socket on (§12, §14).
+
 Waiting is always "poll until a condition holds or a deadline passes": no fixed sleeps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -290,3 +293,63 @@ class Collector:
     def take(self) -> bytes:
         data, self.lines = b"".join(self.lines), []
         return data
+
+
+# -- the control socket's client (§12) ------------------------------------------------------------
+
+
+class Ctl:
+    """The ``dinit`` client for one running dinit: inside its namespace (the default) or outside."""
+
+    def __init__(self, dinit: Dinit, sock: Path) -> None:
+        self.dinit = dinit
+        self.sock = sock
+
+    def __call__(self, *args: str, inside: bool = True, wrapper: tuple[str, ...] = (),
+                 timeout: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
+        command = [*wrapper, sys.executable, "-m", "dinit", *args]
+        if inside and self.dinit.pid1:
+            command = ["nsenter", "-t", str(self.dinit.pid), "-p", "-m", "--", *command]
+        variables = environment(None, DINIT_SOCKET=str(self.sock), **env)
+        return subprocess.run(command, capture_output=True, text=True, env=variables, timeout=timeout,
+                              cwd="/")
+
+    def json(self, *args: str, **kwargs: Any) -> Any:
+        result = self(*args, "--json", **kwargs)
+        return json.loads(result.stdout)
+
+
+def launch(services: Services, tmp_path: Path, pid1: bool = True, sock: Path | None = None,
+           **variables: str) -> tuple[Dinit, Ctl]:
+    sock = sock or tmp_path / "control.sock"
+    variables.setdefault("DINIT_LOG_LEVEL", "info")
+    dinit = start(services, pid1=pid1, DINIT_SOCKET=str(sock), **variables)
+    poll(sock.exists, message="the control socket")
+    return dinit, Ctl(dinit, sock)
+
+
+class Subscriber:
+    """``dinit events`` running, its JSON lines collected by a thread (so nothing waits blindly)."""
+
+    def __init__(self, dinit: Dinit, ctl: Ctl, *args: str, inside: bool = True) -> None:
+        command = [sys.executable, "-m", "dinit", "events", *args]
+        if inside and dinit.pid1:  # a subreaper's namespace is the test's own
+            command = ["nsenter", "-t", str(dinit.pid), "-p", "-m", "--", *command]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd="/",
+                                        env=environment(None, DINIT_SOCKET=str(ctl.sock)))
+        self.events: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.events.append(json.loads(line))
+
+    def wait_for(self, **fields: Any) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            return next((e for e in self.events if fields.items() <= e.items()), None)
+
+        poll(found, message=f"an event with {fields}")
+        event = found()
+        assert event is not None
+        return event

@@ -21,41 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import TIME, Dinit, Services, environment, poll, start, write_program
+from harness import TIME, Dinit, Services, environment, launch, poll, start, write_program
 
 PY = sys.executable
 #: A run that says it is ready on stderr and then waits, stopping on SIGTERM within 50 ms.
 WAIT = 'echo "ready $$" >&2\nwhile :; do sleep 0.05; done\n'
-
-
-class Ctl:
-    """The ``dinit`` client for one running dinit: inside its namespace (the default) or outside."""
-
-    def __init__(self, dinit: Dinit, sock: Path) -> None:
-        self.dinit = dinit
-        self.sock = sock
-
-    def __call__(self, *args: str, inside: bool = True, wrapper: tuple[str, ...] = (),
-                 timeout: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
-        command = [*wrapper, PY, "-m", "dinit", *args]
-        if inside and self.dinit.pid1:
-            command = ["nsenter", "-t", str(self.dinit.pid), "-p", "-m", "--", *command]
-        variables = environment(None, DINIT_SOCKET=str(self.sock), **env)
-        return subprocess.run(command, capture_output=True, text=True, env=variables, timeout=timeout,
-                              cwd="/")
-
-    def json(self, *args: str, **kwargs: Any) -> Any:
-        result = self(*args, "--json", **kwargs)
-        return json.loads(result.stdout)
-
-
-def launch(services: Services, tmp_path: Path, pid1: bool = True, sock: Path | None = None,
-           **variables: str) -> tuple[Dinit, Ctl]:
-    sock = sock or tmp_path / "control.sock"
-    variables.setdefault("DINIT_LOG_LEVEL", "info")
-    dinit = start(services, pid1=pid1, DINIT_SOCKET=str(sock), **variables)
-    poll(sock.exists, message="the control socket")
-    return dinit, Ctl(dinit, sock)
 
 
 def ready(dinit: Dinit, name: str, count: int = 1) -> int:

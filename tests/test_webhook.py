@@ -1,6 +1,7 @@
 """Events and the web hook (§14) against a real HTTP receiver on 127.0.0.1 (http.server in a thread
 of the test): a whole life in order, retries with the same seq, and a hanging receiver that delays
-nothing. TLS is verified: a self-signed receiver is refused unless SSL_CERT_FILE trusts it."""
+nothing. TLS is verified: a self-signed receiver is refused unless SSL_CERT_FILE trusts it, and a
+refused certificate is not retried."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import signal
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from harness import Services, poll, run, start
+from harness import Services, Subscriber, launch, poll, run, start
 
 from dinit.readiness.webhook import safe_url
 
@@ -26,16 +27,23 @@ class Receiver:
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.scheme = "https" if tls is not None else "http"
         self.requests: list[dict[str, Any]] = []
+        #: TCP connections accepted (with TLS, each is a handshake, refused or not).
+        self.connections = 0
         self.statuses: list[int] = []
         self.hang = threading.Event()
         self.release = threading.Event()
+        #: Once an event this is true of arrives, the receiver goes away (connections refused).
+        self.close_after: Callable[[dict[str, Any]], bool] = lambda event: False
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def _handle(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                event = orjson.loads(body)
                 receiver.requests.append({"method": self.command, "path": self.path,
-                                          "headers": dict(self.headers), "event": orjson.loads(body)})
+                                          "headers": dict(self.headers), "event": event})
+                if receiver.close_after(event):
+                    receiver.close()  # before answering: the next connection is refused, surely
                 if receiver.hang.is_set():
                     receiver.release.wait(30)
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
@@ -48,7 +56,12 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def get_request(self) -> tuple[Any, Any]:
+                receiver.connections += 1  # before the handshake, which accept() does with TLS
+                return super().get_request()
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         if tls is not None:  # a refused handshake is an OSError in accept, which socketserver skips
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -74,34 +87,64 @@ def receiver() -> Iterator[Receiver]:
     server.close()
 
 
+def make_certificate(directory: Path, name: str = "127.0.0.1") -> Path:
+    """A self-signed certificate for ``name`` (an IP address or a DNS name): ``c.pem``, its key
+    ``k.pem``, in ``directory``."""
+    san = f"IP:{name}" if name[0].isdigit() else f"DNS:{name}"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName={san}", "-days", "1", "-keyout", "k.pem",
+                    "-out", "c.pem"], cwd=directory, check=True, capture_output=True)
+    return directory / "c.pem"
+
+
 @pytest.fixture
 def certificate(tmp_path: Path) -> Path:
     """A self-signed certificate for 127.0.0.1 (c.pem, its key k.pem) in tmp_path."""
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1", "-keyout", "k.pem",
-                    "-out", "c.pem"], cwd=tmp_path, check=True, capture_output=True)
-    return tmp_path / "c.pem"
+    return make_certificate(tmp_path)
+
+
+def tls_server(certificate: Path) -> Receiver:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, certificate.parent / "k.pem")
+    return Receiver(context)
 
 
 @pytest.fixture
 def tls_receiver(certificate: Path) -> Iterator[Receiver]:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificate, certificate.parent / "k.pem")
-    server = Receiver(context)
+    server = tls_server(certificate)
     yield server
     server.close()
 
 
-def test_tls_is_verified(services: Services, tls_receiver: Receiver, tmp_path: Path) -> None:
-    """A self-signed receiver with only the system's CAs: one warning, nothing received."""
+@pytest.mark.parametrize("trusted", [False, True], ids=["self-signed", "another-host"])
+def test_a_refused_certificate_is_one_handshake_per_event(services: Services, tmp_path: Path,
+                                                          trusted: bool) -> None:
+    """A certificate that fails verification (self-signed; or trusted but for another host, the same
+    ``SSLCertVerificationError``) fails every retry too: each event is one handshake, not four, the
+    receiver gets no request, and the streak is one warning saying the certificate was refused. The
+    number of events is the last one's ``seq``, seen by a ``dinit events`` subscriber."""
+    certificate = make_certificate(tmp_path, "127.0.0.1" if not trusted else "dinit-receiver.invalid")
+    trust = {"SSL_CERT_FILE": str(certificate)} if trusted else {}
+    receiver = tls_server(certificate)
     gate = tmp_path / "gate"
     services.add("web", f"while [ ! -e {gate} ]; do sleep 0.02; done\nexit 0\n")
-    dinit = start(services, DINIT_WEBHOOK=tls_receiver.url)
-    dinit.wait_for(rb"web hook https://127.0.0.1:\d+/hook: event 1 not delivered: .*CERTIFICATE_VERIFY_FAIL")
-    gate.touch()
-    assert dinit.wait() == 0
-    assert dinit.stderr.count(b"not delivered") == 1
-    assert tls_receiver.requests == []
+    try:
+        dinit, ctl = launch(services, tmp_path, DINIT_WEBHOOK=receiver.url, **trust)
+        events = Subscriber(dinit, ctl, inside=False)
+        events.wait_for(kind="container", replay=True)
+        reason = rb"IP address mismatch" if trusted else rb"self.signed certificate"
+        dinit.wait_for(rb"web hook https://127.0.0.1:\d+/hook: event 1 not delivered: certificate refused: "
+                       + reason)
+        gate.touch()
+        assert dinit.wait() == 0
+        last = events.wait_for(kind="container", state="stopped")
+        assert events.process.wait(timeout=30) == 0
+        assert receiver.requests == []
+        assert receiver.connections == last["seq"]
+        assert dinit.stderr.count(b"not delivered") == 1
+        assert dinit.stderr.count(b"certificate refused") == 1
+    finally:
+        receiver.close()
 
 
 def test_ssl_cert_file_trusts_a_private_ca(services: Services, tls_receiver: Receiver,
@@ -174,6 +217,20 @@ def test_failure_streak_is_one_warning_without_credentials(services: Services, t
     assert dinit.wait() == 0
     assert dinit.stderr.count(b"not delivered") == 1
     assert b"pa55" not in dinit.stderr and b"k3y" not in dinit.stderr and b"user" not in dinit.stderr
+
+
+def test_a_warning_of_the_final_flush_is_printed(services: Services, receiver: Receiver) -> None:
+    """The receiver goes away once it has the container's ``stopping`` event, so the ``stopped``
+    event fails during the final flush, after the loop has stopped: its warning is still printed
+    (by dinit's main thread), and before the flush's 2 s are over rather than lost with them."""
+    receiver.close_after = lambda event: event["kind"] == "container" and event["state"] == "stopping"
+    services.add("web", "exit 0\n")
+    dinit = run(services, DINIT_WEBHOOK=receiver.url)
+    assert dinit.returncode == 0
+    assert receiver.events()[-1]["state"] == "stopping"
+    stopped = receiver.events()[-1]["seq"] + 1
+    assert dinit.messages("warning", cause=False) == [
+        f"web hook {receiver.url}: event {stopped} not delivered: [Errno 111] Connection refused".encode()]
 
 
 def test_a_hanging_receiver_delays_nothing(services: Services, receiver: Receiver) -> None:

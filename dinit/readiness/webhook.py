@@ -1,10 +1,12 @@
 """The web hook (§14): every event is sent, in order, by one sender thread.
 
 The thread only sends: it never touches a process, and what it has to say (a failure streak) it
-hands to the loop with ``call_soon_threadsafe``. ``http.client`` is imported only when a hook is
-configured, so it costs nothing otherwise. A receiver that hangs delays nothing: the loop only
-appends to a bounded queue (the oldest event is dropped, and counted, when it is full), and at exit
-the queue gets at most ``FLUSH`` seconds after the last process is gone.
+queues and hands to the loop with ``call_soon_threadsafe``; what the loop, stopped at exit, no longer
+prints, dinit's main thread prints once the final flush is over (:meth:`Webhook.close`).
+``http.client`` is imported only when a hook is configured, so it costs nothing otherwise. A
+receiver that hangs delays nothing: the loop only appends to a bounded queue (the oldest event is
+dropped, and counted, when it is full), and at exit the queue gets at most ``FLUSH`` seconds after
+the last process is gone.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Webhook:
         self.dropped = 0
         self._deadline: float | None = None
         self._failing = False
+        self._said: list[tuple[Any, str, dict[str, Any]]] = []
         self._thread = threading.Thread(target=self._run, name="dinit-webhook", daemon=True)
 
     def start(self) -> None:
@@ -80,11 +83,13 @@ class Webhook:
             self._condition.notify()
 
     def close(self, grace: float = FLUSH) -> None:
-        """At exit: give what is queued at most ``grace`` seconds, then leave (the thread is a daemon)."""
+        """At exit, on the main thread once the loop has stopped: give what is queued at most ``grace``
+        seconds, then leave (the thread is a daemon), printing what the thread said meanwhile."""
         with self._condition:
             self._deadline = time.monotonic() + grace
             self._condition.notify()
         self._thread.join(grace)
+        self._tell()
 
     # -- the sender thread ----------------------------------------------------------------------
 
@@ -114,9 +119,8 @@ class Webhook:
         errors, 429 and 5xx."""
         problem = ""
         for attempt in range(RETRIES + 1):
-            if attempt:
-                with self._condition:
-                    self._condition.wait(BACKOFF[attempt - 1])
+            if attempt and not self._pause(BACKOFF[attempt - 1]):
+                break
             if self._expired():
                 break
             retry, problem = self._send_once(connection_class, body)
@@ -132,8 +136,18 @@ class Webhook:
             self._say(logger.warning, "web hook {url}: event {seq} not delivered: {problem}",
                       url=self._shown, seq=seq, problem=problem)
 
+    def _pause(self, seconds: float) -> bool:
+        """Wait before a retry; False when the flush at exit would end first: giving up at once
+        lets the warning come while dinit is still there to print it."""
+        with self._condition:
+            if self._deadline is not None and time.monotonic() + seconds >= self._deadline:
+                return False
+            self._condition.wait(seconds)
+        return True
+
     def _send_once(self, connection_class: Any, body: bytes) -> tuple[bool, str]:
-        """Send once; returns (worth retrying, problem or "" on success)."""
+        """Send once; returns (worth retrying, problem or "" on success). A certificate that fails
+        verification (untrusted, expired, another host's) is not worth retrying."""
         import ssl
 
         timeout = self._timeout
@@ -149,6 +163,8 @@ class Webhook:
             response = connection.getresponse()
             response.read()
             status = int(response.status)
+        except ssl.SSLCertVerificationError as error:  # the same certificate on every try
+            return False, f"certificate refused: {error.verify_message or error}"
         except (OSError, ValueError) as error:
             return True, type(error).__name__ if not str(error) else f"{error}"
         finally:
@@ -158,5 +174,15 @@ class Webhook:
         return status == 429 or status >= 500, f"HTTP {status}"
 
     def _say(self, log: Any, message: str, **fields: Any) -> None:
-        """The thread never logs itself: the loop does (one thread writes dinit's messages)."""
-        self._loop.call_soon_threadsafe(lambda: log(message, **fields))
+        """The thread never logs itself: the loop does (one thread writes dinit's messages), or, once
+        it has stopped, :meth:`close` on the same thread."""
+        with self._condition:
+            self._said.append((log, message, fields))
+        self._loop.call_soon_threadsafe(self._tell)
+
+    def _tell(self) -> None:
+        """Print what the thread said and nobody printed yet, in order, each message once."""
+        with self._condition:
+            said, self._said = self._said, []
+        for log, message, fields in said:
+            log(message, **fields)
