@@ -159,6 +159,6 @@ def test_start_path_imports_none_of_the_heavy_modules() -> None:
              "dataclasses", "structlog", "orjson", "msgspec", "asyncio"]
     code = ("import sys; import dinit.cli; "
             f"print(' '.join(name for name in {heavy!r} if name in sys.modules))")
-    loaded = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path[:0] = {sys.path!r}; {code}"],
-                            capture_output=True, text=True, check=True).stdout.split()
+    command = [sys.executable, "-I", "-S", "-c", f"import sys; sys.path[:0] = {sys.path!r}; {code}"]
+    loaded = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
     assert loaded == []

@@ -56,7 +56,7 @@ class Events:
         event: Event = {"v": 1, "boot": self.boot, "seq": self.seq, "time": timestamp().decode()}
         event.update(fields)
         event["dropped"] = 0
-        for subscriber in self.subscribers:
+        for subscriber in list(self.subscribers):  # one may be cut off (and removed) meanwhile
             subscriber(event)
 
     def _service(self, state: ServiceState, previous: Phase) -> None:
