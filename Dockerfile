@@ -6,8 +6,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY dinit ./dinit
 COPY bin ./bin
+# setuptools goes once dinit is installed: its .pth file is imported at every start of dinit.
 RUN python -m venv /opt/dinit \
  && /opt/dinit/bin/pip install --no-cache-dir . \
+ && /opt/dinit/bin/pip uninstall --yes --quiet setuptools \
  && /opt/dinit/bin/python -m compileall -q /opt/dinit/lib
 
 FROM python:3.11-slim

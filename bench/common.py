@@ -32,8 +32,9 @@ RESULT_MARK = "BENCH-RESULT "
 def compile_bytecode() -> None:
     """Run the calling benchmark on dinit as an image has it: installed into a virtual environment
     (not as an editable install, whose import hook alone costs ~15 ms of every start on this machine)
-    with its bytecode compiled, like the Dockerfile's. The environment is made once per state of the
-    source tree (kept in the temp dir); the benchmark re-executes itself under its interpreter."""
+    with its bytecode compiled and without setuptools, like the Dockerfile's. The environment is
+    made once per state of the source tree (kept in the temp dir); the benchmark re-executes itself
+    under its interpreter."""
     if os.environ.get("DINIT_BENCH_INSTALLED") == str(ROOT):
         print(f"# dinit installed (not editable, bytecode compiled) in {sys.prefix}")
         return
@@ -45,6 +46,8 @@ def compile_bytecode() -> None:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", str(ROOT)], check=True)
+        # As the Dockerfile does: setuptools' .pth file would be imported at every start.
+        subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "setuptools"], check=True)
         subprocess.run([str(python), "-m", "compileall", "-q", str(venv / "lib")], check=True)
     os.environ["DINIT_BENCH_INSTALLED"] = str(ROOT)
     os.execv(str(python), [str(python), *sys.argv])

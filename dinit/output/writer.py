@@ -62,10 +62,10 @@ class Writer:
             if self.fallback is not None and not self.fallback._broken:
                 self.fallback.write(data)
             return
-        if not self._started:
-            self._started = True
-            _thread.start_new_thread(self._run, ())
-        with self._lock:
+        with self._lock:  # also the other writer's thread writes here, when its fd broke
+            if not self._started:
+                self._started = True
+                _thread.start_new_thread(self._run, ())
             self._queue.append(data)
             self.pending += len(data)
             self._wake_thread()
