@@ -156,7 +156,7 @@ def test_start_path_imports_none_of_the_heavy_modules() -> None:
     """Importing the init (everything up to the first spawn) loads none of the modules lean.py
     stands in for, nor re, threading or signal's enums: each costs start-up (bench/startup.py)."""
     heavy = ["typing", "enum", "contextlib", "re", "collections", "functools", "threading", "signal",
-             "dataclasses", "structlog", "orjson", "msgspec", "asyncio"]
+             "dataclasses", "ctypes", "struct", "types", "structlog", "orjson", "msgspec", "asyncio"]
     code = ("import sys; import dinit.cli; "
             f"print(' '.join(name for name in {heavy!r} if name in sys.modules))")
     command = [sys.executable, "-I", "-S", "-c", f"import sys; sys.path[:0] = {sys.path!r}; {code}"]

@@ -83,11 +83,10 @@ def prepare_own_fds() -> None:
 
 def become_subreaper() -> None:
     """Register as child subreaper so orphans of our programs come to us, not to the real PID 1."""
-    import ctypes  # only needed when not PID 1; kept off the PID-1 start-up path
+    from .libc import get_errno, libc
 
-    libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        error = ctypes.get_errno()
+        error = get_errno()
         raise OSError(error, os.strerror(error))
 
 

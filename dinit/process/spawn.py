@@ -1,4 +1,4 @@
-"""Starting programs: glibc's ``posix_spawn`` called through ctypes (§3).
+"""Starting programs: glibc's ``posix_spawn`` called through ``_ctypes`` (§3, ``libc.py``).
 
 ``posix_spawn`` is a vfork-style clone: fast even when dinit's heap is large, and exec failures are
 reported synchronously. Python's ``os.posix_spawn`` cannot be used as is: it refuses glibc's two
@@ -11,15 +11,14 @@ dinit's other fds are close-on-exec).
 
 from __future__ import annotations
 
-import ctypes
 import os
+
+from .libc import Array, byref, c_char, c_char_p, c_int, c_short, libc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 # <spawn.h> flags (glibc).
 _SETPGROUP = 0x02
@@ -41,9 +40,9 @@ def _check(result: int, what: str) -> None:
         raise OSError(result, f"{what}: {os.strerror(result)}")
 
 
-def _strings(items: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
+def _strings(items: Sequence[bytes]) -> Array[c_char_p]:
     """A NULL-terminated ``char *[]``."""
-    return (ctypes.c_char_p * (len(items) + 1))(*items, None)
+    return (c_char_p * (len(items) + 1))(*items, None)
 
 
 def spawn(path: str, argv: Sequence[str], cwd: str, env: Mapping[str, str],
@@ -58,32 +57,32 @@ def spawn(path: str, argv: Sequence[str], cwd: str, env: Mapping[str, str],
 
     ``extra_fds`` maps fds of dinit to the numbers (> 2) they get in the program, e.g. s6's
     notification-fd (§13)."""
-    actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
-    attr = ctypes.create_string_buffer(_ATTR_SIZE)
-    _check(_libc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
-    _check(_libc.posix_spawnattr_init(attr), "posix_spawnattr_init")
+    actions = (c_char * _ACTIONS_SIZE)()
+    attr = (c_char * _ATTR_SIZE)()
+    _check(libc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
+    _check(libc.posix_spawnattr_init(attr), "posix_spawnattr_init")
     try:
         for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
-            _check(_libc.posix_spawn_file_actions_adddup2(actions, fd, target), "adddup2")
+            _check(libc.posix_spawn_file_actions_adddup2(actions, fd, target), "adddup2")
         for fd, target in (extra_fds or {}).items():  # dup2 onto itself clears close-on-exec (glibc)
-            _check(_libc.posix_spawn_file_actions_adddup2(actions, fd, target), "adddup2")
-        _check(_libc.posix_spawn_file_actions_addchdir_np(actions, os.fsencode(cwd)), "addchdir")
+            _check(libc.posix_spawn_file_actions_adddup2(actions, fd, target), "adddup2")
+        _check(libc.posix_spawn_file_actions_addchdir_np(actions, os.fsencode(cwd)), "addchdir")
         group = _SETSID
         if foreground_tty is not None:
             group = _SETPGROUP  # process group 0: a new group led by the program itself
-            _check(_libc.posix_spawn_file_actions_addtcsetpgrp_np(actions, foreground_tty), "tcsetpgrp")
-        _check(_libc.posix_spawnattr_setflags(attr, ctypes.c_short(group | _SETSIGMASK | _SETSIGDEF)),
+            _check(libc.posix_spawn_file_actions_addtcsetpgrp_np(actions, foreground_tty), "tcsetpgrp")
+        _check(libc.posix_spawnattr_setflags(attr, c_short(group | _SETSIGMASK | _SETSIGDEF)),
                "setflags")
-        _check(_libc.posix_spawnattr_setsigmask(attr, _NO_SIGNALS), "setsigmask")
-        _check(_libc.posix_spawnattr_setsigdefault(attr, _ALL_SIGNALS), "setsigdefault")
-        pid = ctypes.c_int()
-        start = _libc.posix_spawnp if search_path else _libc.posix_spawn
-        error = start(ctypes.byref(pid), os.fsencode(path), actions, attr,
+        _check(libc.posix_spawnattr_setsigmask(attr, _NO_SIGNALS), "setsigmask")
+        _check(libc.posix_spawnattr_setsigdefault(attr, _ALL_SIGNALS), "setsigdefault")
+        pid = c_int()
+        start = libc.posix_spawnp if search_path else libc.posix_spawn
+        error = start(byref(pid), os.fsencode(path), actions, attr,
                       _strings([os.fsencode(arg) for arg in argv]),
                       _strings([os.fsencode(f"{key}={value}") for key, value in env.items()]))
         if error:
             raise OSError(error, os.strerror(error), path)
         return pid.value
     finally:
-        _libc.posix_spawn_file_actions_destroy(actions)
-        _libc.posix_spawnattr_destroy(attr)
+        libc.posix_spawn_file_actions_destroy(actions)
+        libc.posix_spawnattr_destroy(attr)

@@ -11,7 +11,7 @@ nothing.
 from __future__ import annotations
 
 import os
-import struct
+import sys
 
 from ..lean import suppress
 from ..lifecycle.state import Phase, ServiceState
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 #: How often ``ready-port`` looks at /proc/net while the service is starting.
 PORT_POLL = 0.25
 _LIVE = frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPING})
-_UCRED = struct.Struct("iII")
+#: ``struct ucred`` (pid, uid, gid: three 32-bit integers), read without ``struct`` (start-up).
+_UCRED_SIZE = 12
 
 
 class Launch:
@@ -195,7 +196,7 @@ class Readiness:
 
         assert watch.sock is not None
         try:
-            data, ancillary, _flags, _address = watch.sock.recvmsg(4096, socket.CMSG_SPACE(_UCRED.size))
+            data, ancillary, _flags, _address = watch.sock.recvmsg(4096, socket.CMSG_SPACE(_UCRED_SIZE))
         except (BlockingIOError, InterruptedError):
             return
         sender = _sender(ancillary)
@@ -331,8 +332,8 @@ def _sender(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     import socket
 
     for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= _UCRED.size:
-            return int(_UCRED.unpack_from(data)[0])
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= _UCRED_SIZE:
+            return int.from_bytes(data[:4], sys.byteorder, signed=True)
     return None
 
 
