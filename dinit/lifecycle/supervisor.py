@@ -16,9 +16,7 @@ from ..config import Config, StopIgnored
 from ..lean import suppress
 from ..log import logger
 from ..loop import Loop
-from ..output.logger_pipe import LoggerPipe
 from ..output.multiplexer import Multiplexer, make_pipe
-from ..process import exec_errors
 from ..process.procfs import blocked_pending, refuses_signal
 from ..process.programs import Program, Role, kill_session, signal_process
 from ..process.reparent import Reparenter
@@ -58,6 +56,13 @@ if TYPE_CHECKING:
 def _disabled(status: int) -> bool:
     """Exit code 115: a service disabled itself, or a logger asks dinit to read its input (§4.5, §5.1)."""
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == DISABLED
+
+
+def _why_not_run(path: str, error: OSError) -> str:
+    """Why ``path`` could not be executed (§16): imported with the first failure, not at start."""
+    from ..process import exec_errors
+
+    return exec_errors.explain(path, error)
 
 
 def _controls_terminal() -> bool:
@@ -289,7 +294,7 @@ class Supervisor:
         if self.on_exec_failure is not None and self.on_exec_failure(state, stage, error):
             return
         logger.error("cannot run {path}: {reason}", service=state.name, stage=stage, path=path,
-                     reason=exec_errors.explain(path, error))
+                     reason=_why_not_run(path, error))
         self.exec_error = error
         if self.container is ContainerPhase.STARTING:  # at run time (§12 start, submit) never fatal
             self.teardown(Outcome.exec_failure(error, state.service.command))
@@ -298,6 +303,8 @@ class Supervisor:
         """Start the logger (if any), then ``run`` (§3, §4.5)."""
         service = state.service
         if service.log_run is not None:
+            from ..output.logger_pipe import LoggerPipe  # services with a logger only (start-up)
+
             state.pipe = LoggerPipe()
             if not self._start_logger(state):
                 return
@@ -373,7 +380,7 @@ class Supervisor:
                                stdin=self._devnull, stdout=stdout, role=Role.FINISH)
         except OSError as error:
             logger.error("cannot run {path}: {reason}", service=state.name, stage="finish",
-                         path=finish, reason=exec_errors.explain(finish, error))
+                         path=finish, reason=_why_not_run(finish, error))
             return
         if self.config.timeout is not None:
             assert state.finish is not None
@@ -471,7 +478,7 @@ class Supervisor:
                                stdout=stdout, role=Role.HOOK)
         except OSError as error:
             logger.error("cannot run {path}: {reason}, sending SIGTERM instead", service=state.name,
-                         stage=stage, path=hook, reason=exec_errors.explain(hook, error))
+                         stage=stage, path=hook, reason=_why_not_run(hook, error))
             return False
         return True
 
