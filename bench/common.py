@@ -91,7 +91,7 @@ def dinit_env(directory: Path, **variables: str) -> dict[str, str]:
 
 
 def dinit_command(pid1: bool) -> list[str]:
-    """The console script, as an image's ENTRYPOINT runs it (``python -m dinit`` without one)."""
+    """The installed ``dinit`` script, as an image's ENTRYPOINT runs it (``python -m dinit`` without one)."""
     script = Path(PYTHON).parent / "dinit"
     command = [str(script)] if script.exists() else [PYTHON, "-m", "dinit"]
     return [*UNSHARE, *command] if pid1 else command
@@ -195,6 +195,22 @@ def cpu_ns(pid: int) -> int:
         except FileNotFoundError:
             continue
     return total
+
+
+def wait_settled(pid: int, quiet: float = 0.05, timeout: float = 20.0) -> None:
+    """Wait until ``pid`` used no CPU for ``quiet`` seconds. dinit sets up its control server and
+    hot reload only once its programs run (ARCHITECTURE.md, start-up): a measurement of a running
+    dinit begins after that, not in the middle of it."""
+    deadline = time.monotonic() + timeout
+    last = cpu_ns(pid)
+    while True:
+        time.sleep(quiet)
+        now = cpu_ns(pid)
+        if now == last:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"PID {pid} never went quiet for {quiet} s")
+        last = now
 
 
 def median(values: Iterable[float]) -> float:

@@ -1,7 +1,8 @@
 """Reparented-process detection (§6.2): the cost of one scan, and end-to-end detection latency.
 
 Scan cost, in this process: 10, 100 and 1000 children (``sleep 60`` via ``posix_spawn``), and two
-idle threads so ``/proc/self/task`` has 3 entries like dinit's (loop + 2 writer threads). Measured
+idle threads like dinit's writer threads once it has written (``children()`` reads the main
+thread's list alone, so they cost a scan nothing). Measured
 with the real ``dinit.process.reparent.Reparenter.scan`` on a stub host (policy ``ignore``, so nothing
 is signalled):
 - steady state: every child already known (``children()`` + a ``known`` check per PID), median of many scans;
@@ -100,7 +101,7 @@ def raw_read() -> None:
 
 
 def scan_costs(sleep: str) -> tuple[list[dict[str, Any]], float]:
-    idle = threading.Event()
+    idle = threading.Event()  # the writer threads' stand-ins
     threads = [threading.Thread(target=idle.wait, daemon=True) for _ in range(2)]
     for thread in threads:
         thread.start()

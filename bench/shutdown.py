@@ -1,7 +1,9 @@
 """Shutdown latency: time from SIGTERM to dinit's exit, with 10 services that exit promptly on SIGTERM
 (``exec sleep 1000``).
 
-The clock starts just before ``kill(dinit, SIGTERM)`` and stops when a pidfd of the dinit process
+dinit is measured running: once its 10 services run and it has used no CPU for 50 ms (it sets up
+its control server and hot reload after the first spawn, ARCHITECTURE.md). The clock starts just
+before ``kill(dinit, SIGTERM)`` and stops when a pidfd of the dinit process
 (not unshare's) becomes readable, i.e. when dinit has exited. Baseline, same run: SIGTERM sent
 directly to 10 ``sleep 1000`` processes by the benchmark, until all of them have exited.
 Variants are interleaved.
@@ -29,6 +31,7 @@ from common import (
     summary,
     tempdir,
     wait_for_children,
+    wait_settled,
 )
 
 SERVICES = 10
@@ -56,6 +59,7 @@ def dinit_shutdown(services: Path, pid1: bool) -> float:
     try:
         pid = dinit_pid(popen, pid1)
         wait_for_children(pid, SERVICES, "sleep")
+        wait_settled(pid)
         pidfd = os.pidfd_open(pid)
         try:
             start = time.perf_counter_ns()

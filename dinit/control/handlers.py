@@ -461,8 +461,12 @@ class Handlers:
 
     # -- settling -------------------------------------------------------------------------------------
 
-    def _changed(self, _state: ServiceState, _previous: Phase) -> None:
-        self._schedule(0)
+    def _changed(self, state: ServiceState, _previous: Phase) -> None:
+        """Settle soon when something may wait for this change: a client's wait, a start waiting for
+        an old instance to go, a held service that ended. Nothing else is scheduled: teardown makes
+        two changes per service, and each settle would cost SIGTERM-to-exit time (§8)."""
+        if self._waiters or self._start_when_gone or (state.held and state.phase in _ENDED):
+            self._schedule(0)
 
     def _schedule(self, delay: float) -> None:
         """One pending settle at a time, at the earliest time asked for."""
