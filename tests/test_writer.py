@@ -1,10 +1,12 @@
-"""Unit tests of ``dinit.writer.Writer``: what happens to queued bytes when dinit's stdout breaks."""
+"""Unit tests of ``dinit.output.writer.Writer``: its thread, and what happens to queued bytes when
+dinit's stdout breaks."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import termios
+import threading
 
 from harness import poll
 
@@ -45,3 +47,38 @@ def test_reader_gone_mid_line_resends_that_line_whole_to_the_fallback() -> None:
     cut = capacity // 100 * 100
     assert closed == ["Broken pipe"]
     assert rest == data[cut:]
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_the_thread_starts_with_the_first_bytes_and_only_once() -> None:
+    """A writer makes its thread only when bytes are first queued (an idle dinit has none, and a
+    close with nothing written waits for nothing); several threads writing at once (the loop, and
+    the other writer falling back after its fd broke) start one thread; close writes all out."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, _F_SETPIPE_SZ, 1 << 20)
+    before = _threads()
+    writer = Writer(write_end, "stdout")
+    assert _threads() == before
+    idle = Writer(write_end, "stderr")
+    idle.close()
+    assert _threads() == before
+    barrier = threading.Barrier(8)
+
+    def write(n: int) -> None:
+        barrier.wait()
+        writer.write(b"from %d\n" % n)
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    assert _threads() == before + 1
+    writer.close()
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        lines = pipe.read().splitlines()
+    assert sorted(lines) == sorted(b"from %d" % n for n in range(8))
