@@ -200,6 +200,8 @@ class Dinit:
                 exposure.close()
             for server in servers:
                 server.close()
+            if listener is not None and not servers:
+                listener.close()  # no server took it (the set-up after the start failed)
             supervisor.reparenter.close()
             if webhook is not None:
                 webhook.close()

@@ -216,3 +216,23 @@ def test_a_cut_off_costs_other_subscribers_no_event(services: Services, tmp_path
     assert reader.process.wait(timeout=30) == 0
     seqs = [event["seq"] for event in reader.events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def test_an_ended_service_is_named_with_the_pid_of_its_run(services: Services, tmp_path: Path,
+                                                           pid1: bool) -> None:
+    """§14: the event of a service that ended, live and in a later replay, names the PID its
+    ``run`` had, also for a run started before the event stream was set up (it is made once the
+    first programs run)."""
+    gate = tmp_path / "gate"
+    services.add("one", f"while [ ! -e {gate} ]; do sleep 0.02; done\nexit 115\n")
+    services.add("web", FOREVER)
+    dinit, ctl = launch(services, tmp_path, pid1)
+    events = Subscriber(dinit, ctl)
+    running = events.wait_for(service="one", replay=True)
+    assert running["state"] == "running" and isinstance(running["pid"], int)
+    gate.touch()
+    ended = events.wait_for(service="one", state="disabled")
+    later = Subscriber(dinit, ctl).wait_for(service="one", replay=True)
+    dinit.signal(signal.SIGTERM)
+    assert dinit.wait() == 0
+    assert ended["pid"] == later["pid"] == running["pid"]

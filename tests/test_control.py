@@ -215,6 +215,21 @@ def test_start_of_a_stopping_service_waits_for_the_old_one(services: Services, t
     assert stop_dinit(dinit) == 0
 
 
+def test_start_without_waiting_while_finish_runs_starts_once_it_is_done(services: Services,
+                                                                       tmp_path: Path) -> None:
+    """``start -w 0`` while the service's ``finish`` still runs (§2) is answered at once, and the
+    service starts once ``finish`` is gone, though nothing else changes meanwhile."""
+    services.add("job", WAIT, finish="sleep 0.3\n")
+    dinit, ctl = launch(services, tmp_path)
+    first = ready(dinit, "job")
+    assert ctl("stop", "-w", "0", "job").returncode == 0
+    dinit.wait_for(rb"job/finish: running with PID")
+    assert ctl("start", "-w", "0", "job").returncode == 0
+    second = ready(dinit, "job", count=2)
+    assert second != first
+    assert stop_dinit(dinit) == 0
+
+
 def test_start_that_cannot_run_is_exec_failed_not_teardown(services: Services, tmp_path: Path) -> None:
     directory = services.add("web", WAIT)
     services.add("other", WAIT)

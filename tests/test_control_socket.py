@@ -132,3 +132,17 @@ def test_no_usable_default_is_an_info_line_and_no_control(services: Services, tm
     assert b"no usable control socket location, running without control" in info
     assert dinit.messages("warning", cause=False) == []
     assert b"ask/run: socket=\n" in dinit.stderr
+
+
+def test_a_failed_set_up_after_the_start_still_removes_the_socket(services: Services,
+                                                                  tmp_path: Path) -> None:
+    """The control server is set up once the first programs run; when that fails (a bug), dinit
+    tears down with an internal error (exit 1, §5.3) and still removes the socket it bound."""
+    services.add("web", WAIT)
+    sock = tmp_path / "control.sock"
+    driver = Path(__file__).parent / "drivers" / "failing_set_up.py"
+    dinit = start(services, str(driver), entry=(), DINIT_SOCKET=str(sock))
+    assert dinit.wait() == 1
+    assert any(b"internal error: RuntimeError('set-up after the start failed')" in line
+               for line in dinit.messages("error"))
+    assert not sock.exists()

@@ -7,9 +7,12 @@ import fcntl
 import os
 import termios
 import threading
+from typing import Any
 
+import pytest
 from harness import poll
 
+from dinit.output import writer as writer_module
 from dinit.output.writer import Writer
 
 _F_SETPIPE_SZ = 1031
@@ -49,22 +52,24 @@ def test_reader_gone_mid_line_resends_that_line_whole_to_the_fallback() -> None:
     assert rest == data[cut:]
 
 
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
-def test_the_thread_starts_with_the_first_bytes_and_only_once() -> None:
+def test_the_thread_starts_with_the_first_bytes_and_only_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer makes its thread only when bytes are first queued (an idle dinit has none, and a
     close with nothing written waits for nothing); several threads writing at once (the loop, and
     the other writer falling back after its fd broke) start one thread; close writes all out."""
+    real = writer_module._thread.start_new_thread
+    started: list[object] = []
+
+    def start_new_thread(function: Any, args: tuple[Any, ...]) -> int:
+        started.append(function)
+        return real(function, args)
+
+    monkeypatch.setattr(writer_module._thread, "start_new_thread", start_new_thread)
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, _F_SETPIPE_SZ, 1 << 20)
-    before = _threads()
     writer = Writer(write_end, "stdout")
-    assert _threads() == before
     idle = Writer(write_end, "stderr")
     idle.close()
-    assert _threads() == before
+    assert started == []
     barrier = threading.Barrier(8)
 
     def write(n: int) -> None:
@@ -76,9 +81,33 @@ def test_the_thread_starts_with_the_first_bytes_and_only_once() -> None:
         thread.start()
     for thread in writers:
         thread.join()
-    assert _threads() == before + 1
+    assert len(started) == 1
     writer.close()
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         lines = pipe.read().splitlines()
     assert sorted(lines) == sorted(b"from %d" % n for n in range(8))
+
+
+def test_a_thread_that_cannot_be_made_loses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When no thread can be made (a container's ``pids.max`` used up), bytes are written at once
+    instead, and the next write tries again; close waits only for a thread that exists."""
+    read_end, write_end = os.pipe()
+    real = writer_module._thread.start_new_thread
+    refusals = [1]
+
+    def start_new_thread(function: Any, args: tuple[Any, ...]) -> int:
+        if refusals:
+            refusals.pop()
+            raise RuntimeError("can't start new thread")
+        return real(function, args)
+
+    monkeypatch.setattr(writer_module._thread, "start_new_thread", start_new_thread)
+    writer = Writer(write_end, "stdout")
+    writer.write(b"first\n")
+    assert os.read(read_end, 100) == b"first\n"  # already written, before any thread
+    writer.write(b"second\n")
+    writer.close()
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        assert pipe.read() == b"second\n"

@@ -350,6 +350,7 @@ class Handlers:
         cannot be run fails the call with ``exec-failed``."""
         for name, state in list(self._start_when_gone.items()):
             if state.programs() or state.live:
+                self._schedule(_POLL)  # its programs may go without a change of phase (finish)
                 continue
             del self._start_when_gone[name]
             error = self.supervisor.start(state)

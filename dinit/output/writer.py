@@ -64,15 +64,27 @@ class Writer:
             return
         with self._lock:  # also the other writer's thread writes here, when its fd broke
             if not self._started:
-                self._started = True
-                _thread.start_new_thread(self._run, ())
-            self._queue.append(data)
-            self.pending += len(data)
-            self._wake_thread()
+                self._started = self._start_thread()
+            if self._started:
+                self._queue.append(data)
+                self.pending += len(data)
+                self._wake_thread()
+                return
+        self._write_all(data)
+
+    def _start_thread(self) -> bool:
+        """Start the thread; False when none can be made (e.g. the container's ``pids.max`` is used
+        up by its services): then :meth:`write` writes at once, blocking, rather than lose output,
+        and the next write tries again."""
+        try:
+            _thread.start_new_thread(self._run, ())
+        except RuntimeError:
+            return False
+        return True
 
     def close(self) -> None:
         """Write out everything queued, then stop the thread (used once, at exit). With nothing
-        queued or being written there is nothing to wait for: the thread just stays blocked."""
+        queued or being written (or no thread) there is nothing to wait for."""
         if not self._started or not self.pending:
             return
         with self._lock:

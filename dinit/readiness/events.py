@@ -41,8 +41,10 @@ class Events:
         self.boot = os.urandom(8).hex()
         self.seq = 0
         self.subscribers: list[Subscriber] = []
-        #: The PID of each service's last ``run``, which ended events still name.
-        self._pids: dict[str, int] = {}
+        #: The PID of each service's last ``run``, which ended events still name; made once the
+        #: first programs run (ARCHITECTURE.md, start-up), so it begins with the runs started then.
+        self._pids: dict[str, int] = {name: state.run.pid for name, state in supervisor.states.items()
+                                      if state.run is not None}
         supervisor.observers.append(self._service)
         supervisor.container_observers.append(self._container)
 
