@@ -111,3 +111,21 @@ def test_a_thread_that_cannot_be_made_loses_nothing(monkeypatch: pytest.MonkeyPa
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         assert pipe.read() == b"second\n"
+
+
+def test_bytes_falling_back_to_a_closed_writer_are_written_at_once() -> None:
+    """At exit stdout is closed first; if stderr's reader goes during stderr's own final flush, its
+    bytes fall back to stdout (§4.6), whose thread has ended: they are written at once, not lost."""
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    stdout, stderr = Writer(out_write, "stdout"), Writer(err_write, "stderr")
+    stderr.fallback = stdout
+    stdout.write(b"out\n")
+    stdout.close()
+    os.close(err_read)
+    stderr.write(b"err\n")
+    stderr.close()
+    os.close(out_write)
+    os.close(err_write)
+    with os.fdopen(out_read, "rb") as pipe:
+        assert pipe.read() == b"out\nerr\n"

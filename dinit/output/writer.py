@@ -49,6 +49,8 @@ class Writer:
         self._ended.acquire()
         self._started = False
         self._closing = False
+        #: The thread has written everything and ended: later bytes are written at once.
+        self._done = False
         self._broken = False
 
     @property
@@ -57,7 +59,9 @@ class Writer:
         return self.pending > HIGH_WATER
 
     def write(self, data: bytes) -> None:
-        """Queue ``data``; never blocks. Once the fd is broken, data goes to the fallback writer."""
+        """Queue ``data`` for the thread, so the loop never waits on the fd; written at once only
+        when no thread can be made or after :meth:`close` (nothing is lost either way). Once the
+        fd is broken, data goes to the fallback writer."""
         if self._broken:
             if self.fallback is not None and not self.fallback._broken:
                 self.fallback.write(data)
@@ -65,7 +69,7 @@ class Writer:
         with self._lock:  # also the other writer's thread writes here, when its fd broke
             if not self._started:
                 self._started = self._start_thread()
-            if self._started:
+            if self._started and not self._done:
                 self._queue.append(data)
                 self.pending += len(data)
                 self._wake_thread()
@@ -108,6 +112,7 @@ class Writer:
                     chunks, self._queue = self._queue, []
                     break
                 if self._closing:
+                    self._done = True  # e.g. the other writer falling back after its own close
                     return None
             self._wake.acquire()
             with self._lock:
