@@ -108,6 +108,8 @@ class Dinit:
         own_log.setup(log_level_from(os.environ), self.stderr, log_format_from(os.environ))
         self.readiness = readiness_settings.Settings()
         self.events: Events | None = None
+        #: The control socket's server, once set up after the start.
+        self.server: Server | None = None
 
     def _stream_closed(self, writer: Writer, error: OSError) -> None:
         """Said once, on the other stream; the closed stream's lines go there from now on (§4.6)."""
@@ -184,7 +186,6 @@ class Dinit:
                           colors=(colored(config.color, 1), colored(config.color, 2)))
         supervisor = Supervisor(config, services, mux, loop, propagate, transparent, hooks, self.readiness)
         loop.exception_handler = lambda error: _internal_error(supervisor, error)
-        servers: list[Server] = []
         exposure = self._expose(supervisor)
         webhook = None
         if self.readiness.webhook:
@@ -194,13 +195,13 @@ class Dinit:
             self._events(supervisor).subscribers.append(webhook.put)  # it must see every event
             webhook.start()
         try:
-            return supervisor.run(lambda: self._after_start(config, supervisor, listener, servers))
+            return supervisor.run(lambda: self._after_start(config, supervisor, listener))
         finally:
             if exposure is not None:
                 exposure.close()
-            for server in servers:
-                server.close()
-            if listener is not None and not servers:
+            if self.server is not None:
+                self.server.close()  # the listener with it
+            elif listener is not None:
                 listener.close()  # no server took it (the set-up after the start failed)
             supervisor.reparenter.close()
             if webhook is not None:
@@ -226,8 +227,7 @@ class Dinit:
             self.events = Events(supervisor)
         return self.events
 
-    def _after_start(self, config: Config, supervisor: Supervisor, listener: Listener | None,
-                     servers: list[Server]) -> None:
+    def _after_start(self, config: Config, supervisor: Supervisor, listener: Listener | None) -> None:
         """Hot reload (§11) and serving the control socket (§12), once the first programs run: their
         modules are not needed before, and importing them would delay the first ``run``. Clients
         that connect earlier wait in the socket's backlog."""
@@ -239,9 +239,9 @@ class Dinit:
             from .control.handlers import Handlers
             from .control.server import Server
 
-            servers.append(Server(self.loop, listener, Handlers(
+            self.server = Server(self.loop, listener, Handlers(
                 supervisor, rescan=lambda: [(c.name, c.action.value) for c in reconciler.rescan()],
-                events=self._events(supervisor))))
+                events=self._events(supervisor)))
 
     def _listen(self, config: Config) -> Listener | None:
         """The control socket (§12); an explicit DINIT_SOCKET that cannot be used is a

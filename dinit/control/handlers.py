@@ -466,8 +466,12 @@ class Handlers:
         """Settle soon when something may wait for this change: a client's wait, a start waiting for
         an old instance to go, a held service that ended. Nothing else is scheduled: teardown makes
         two changes per service, and each settle would cost SIGTERM-to-exit time (§8)."""
-        if self._waiters or self._start_when_gone or (state.held and state.phase in _ENDED):
+        if self._awaited() or (state.held and state.phase in _ENDED):
             self._schedule(0)
+
+    def _awaited(self) -> bool:
+        """Whether a client waits for something :meth:`settle` decides (a wait, a deferred start)."""
+        return bool(self._waiters or self._start_when_gone)
 
     def _schedule(self, delay: float) -> None:
         """One pending settle at a time, at the earliest time asked for."""
@@ -511,5 +515,5 @@ class Handlers:
                 self._waiters.remove(waiter)
                 waiter.call.fail(protocol.TEARING_DOWN, "the container is stopping",
                                  services=self._services(waiter.states))
-        if self._waiters or self._start_when_gone:
+        if self._awaited():
             self._schedule(_POLL)

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from enum import Enum
     from typing import NamedTuple
+
+    Identity = tuple[int, int]
 else:
     from ..lean import Enum, NamedTuple
 
@@ -51,9 +53,6 @@ _FINGERPRINTED = ("run", "finish", "terminate", "log/run", "notification-fd", "n
                   "ready-port")
 #: The paths whose status tells a directory is still being written (the debounce signature).
 _SIGNED = (".", "run", "finish", "terminate", "log", "log/run", "env", "down")
-
-if TYPE_CHECKING:
-    Identity = tuple[int, int]
 
 
 class Action(Enum):

@@ -33,6 +33,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal
     from collections.abc import Callable, Mapping
+
+    Observer = Callable[[ServiceState, Phase], None]
+    #: Told of an exec failure (state, stage, error) first; True means handled, so not fatal (§11).
+    ExecFailureHandler = Callable[[ServiceState, str, OSError], bool]
 else:
     import _signal as signal  # signal without its enums (lean.py: start-up)
 
@@ -46,11 +50,6 @@ _FIRST_WAIT_WARNING = 5.0
 _WAIT_WARNING_INTERVAL = 10.0
 #: How long a SIGTERM that ``run`` had blocked may stay pending before dinit says it blocks it (§15).
 _BLOCKED_GRACE = 0.1
-
-if TYPE_CHECKING:
-    Observer = Callable[[ServiceState, Phase], None]
-    #: Told of an exec failure (state, stage, error) first; True means handled, so not fatal (§11).
-    ExecFailureHandler = Callable[[ServiceState, str, OSError], bool]
 
 
 def _disabled(status: int) -> bool:

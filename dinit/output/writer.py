@@ -87,9 +87,9 @@ class Writer:
         return True
 
     def close(self) -> None:
-        """Write out everything queued, then stop the thread (used once, at exit). With nothing
-        queued or being written (or no thread) there is nothing to wait for."""
-        if not self._started or not self.pending:
+        """Write out everything queued, then stop the thread (used once, at exit); bytes written
+        after that go out at once. Without a thread there is nothing to wait for."""
+        if not self._started:
             return
         with self._lock:
             self._closing = True

@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
     from ..lifecycle.supervisor import Supervisor
 
-
-if TYPE_CHECKING:
     Event = dict[str, Any]
     Subscriber = Callable[[Event], None]
 
