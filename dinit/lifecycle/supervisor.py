@@ -340,29 +340,28 @@ class Supervisor:
         service = state.service
         assert service.log_run is not None and state.pipe is not None and state.pipe.read_end is not None
         try:
-            pid = self._start_helper(state, "log", service.log_run, (service.log_run,),
-                                     os.path.dirname(service.log_run), state.env,
-                                     stdin=state.pipe.read_end, stdout=None, role=Role.LOG)
+            state.logger = self._start_helper(state, "log", service.log_run, (service.log_run,),
+                                              os.path.dirname(service.log_run), state.env,
+                                              stdin=state.pipe.read_end, stdout=None, role=Role.LOG)
         except OSError as error:
             state.pipe.close()
             self._exec_failed(state, "log", service.log_run, error)
             return False
-        assert state.logger is not None and state.logger.pid == pid
         return True
 
     def _start_helper(self, state: ServiceState, stage: str, path: str, argv: tuple[str, ...],
                       cwd: str, env: dict[str, str], stdin: int, stdout: int | None,
-                      role: Role) -> int:
+                      role: Role) -> Program:
         """Start a logger, stop hook or ``finish`` of a service; its stdout is labelled stage ``run``
-        for a logger (§4.5), else its own stage. Raises OSError."""
+        for a logger (§4.5), else its own stage. Returns the program for the caller to keep in the
+        state's attribute of that role. Raises OSError."""
         logger.info("starting", service=state.name, stage=stage)
         pid = self.spawn_labelled(state.name, path, argv, cwd, stage, stdin, stdout, env,
                                   stdout_stage="run" if role is Role.LOG else None)
         program = Program(pid, state.name, stage, role)
-        setattr(state, {Role.LOG: "logger", Role.HOOK: "hook", Role.FINISH: "finish"}[role], program)
         self.add_program(program, state)
         logger.info("running with PID {pid}", service=state.name, stage=stage, pid=pid)
-        return pid
+        return program
 
     def _start_finish(self, state: ServiceState, run: Program, status: int) -> None:
         """runit's ``finish`` after ``run`` ended, with its exit code (-1 for a signal) and signal
@@ -374,15 +373,15 @@ class Supervisor:
                         else (-1, os.WTERMSIG(status)))
         stdout = state.pipe.write_end if state.pipe is not None else None
         try:
-            self._start_helper(state, "finish", finish, (finish, str(code), str(signum)),
-                               state.service.directory, dict(state.env, DINIT_PID=str(run.pid)),
-                               stdin=self._devnull, stdout=stdout, role=Role.FINISH)
+            state.finish = self._start_helper(
+                state, "finish", finish, (finish, str(code), str(signum)), state.service.directory,
+                dict(state.env, DINIT_PID=str(run.pid)), stdin=self._devnull, stdout=stdout,
+                role=Role.FINISH)
         except OSError as error:
             logger.error("cannot run {path}: {reason}", service=state.name, stage="finish",
                          path=finish, reason=_why_not_run(finish, error))
             return
         if self.config.timeout is not None:
-            assert state.finish is not None
             state.finish.timers.append(self.loop.call_later(
                 self.config.timeout, self._kill_session, state.finish))
 
@@ -472,9 +471,9 @@ class Supervisor:
         stage = state.service.hook_stage
         stdout = state.pipe.write_end if state.pipe is not None else None
         try:
-            self._start_helper(state, stage, hook, (hook,), state.service.directory,
-                               dict(state.env, DINIT_PID=str(run.pid)), stdin=self._devnull,
-                               stdout=stdout, role=Role.HOOK)
+            state.hook = self._start_helper(state, stage, hook, (hook,), state.service.directory,
+                                            dict(state.env, DINIT_PID=str(run.pid)), stdin=self._devnull,
+                                            stdout=stdout, role=Role.HOOK)
         except OSError as error:
             logger.error("cannot run {path}: {reason}, sending SIGTERM instead", service=state.name,
                          stage=stage, path=hook, reason=_why_not_run(hook, error))
