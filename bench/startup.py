@@ -3,7 +3,10 @@
 The service's ``run`` is ``#!/bin/sh`` + ``echo started > FIFO``. The benchmark holds the FIFO's read
 end open and polls it, so the clock stops the moment ``run`` writes, with no clock read in the
 service and no parsing. The same script started directly (and under ``unshare`` alone) is the
-baseline measured in the same run; ``python -c pass`` and ``/bin/true`` show the floors.
+baseline measured in the same run; ``python -c pass`` and ``/bin/true`` show the floors, and so does
+a "spawn-only" Python program: the same interpreter importing nothing of dinit but its
+configuration, the service scan and ``spawn``, then starting the services -- the least any dinit
+written in Python could do before its first ``run``, so the rest is the cost of supervising.
 Variants are interleaved (round-robin) so drift on a shared machine hits all of them alike.
 """
 
@@ -32,6 +35,23 @@ from common import (
 )
 
 TARGET_MS = 20.0
+
+#: The floor of a Python init on this machine: dinit's configuration, scan and spawn modules, and
+#: nothing else (no loop, no multiplexer, no control socket), run as dinit's script is.
+SPAWN_ONLY = """\
+import os
+
+from dinit.config import load
+from dinit.process.spawn import spawn
+from dinit.service.discovery import scan
+
+read_end, write_end = os.pipe2(os.O_CLOEXEC)
+children = [spawn(service.run, service.argv, service.directory, os.environ, 0, write_end, write_end)
+            for service in scan(load(os.environ).directory)]
+os.close(write_end)
+for child in children:
+    os.waitpid(child, 0)
+"""
 
 
 def time_to_fifo(command: list[str], env: dict[str, str], fifo: Path, cwd: str) -> float:
@@ -76,11 +96,15 @@ def main() -> None:
         services = make_services(root / "service", {"first": f"echo started > {fifo}\n"})
         run = str(services / "first" / "run")
         env = dinit_env(services)
+        spawn_only = root / "spawn_only.py"
+        spawn_only.write_text(SPAWN_ONLY)
         variants: dict[str, object] = {
             "dinit as PID 1 (unshare)": lambda: time_to_fifo(dinit_command(True), env, fifo, tmp),
             "dinit not PID 1 (subreaper)": lambda: time_to_fifo(dinit_command(False), env, fifo, tmp),
             "baseline: run started directly": lambda: time_to_fifo([run], env, fifo, tmp),
             "baseline: run under unshare": lambda: time_to_fifo([*UNSHARE, run], env, fifo, tmp),
+            "floor: spawn-only python, PID 1": lambda: time_to_fifo(
+                [*UNSHARE, PYTHON, str(spawn_only)], env, fifo, tmp),
             "floor: /bin/true to exit": lambda: time_to_exit(["/bin/true"]),
             "floor: python -c pass to exit": lambda: time_to_exit([PYTHON, "-c", "pass"]),
             "floor: python -I -S -c pass": lambda: time_to_exit([PYTHON, "-I", "-S", "-c", "pass"]),
@@ -99,10 +123,14 @@ def main() -> None:
     under_unshare = median(times["baseline: run under unshare"])
     true = median(times["floor: /bin/true to exit"])
     bare = median(times["floor: python -I -S -c pass"])
+    floor = median(times["floor: spawn-only python, PID 1"])
     print(f"dinit's own cost: {pid1 - under_unshare:.1f} ms as PID 1 (vs run under unshare), "
           f"{plain - direct:.1f} ms not PID 1 (vs run directly); /bin/true alone: {true:.2f} ms "
           f"(ratios {pid1 / true:.0f}x, {plain / true:.0f}x)")
-    against_true = f"/bin/true: {true:.2f} ms, bare python -I -S -c pass: {bare:.1f} ms"
+    print(f"supervising costs {pid1 - floor:.1f} ms of it as PID 1: the spawn-only Python floor is "
+          f"{floor:.1f} ms ({bare:.1f} ms of it the bare interpreter)")
+    against_true = (f"/bin/true: {true:.2f} ms, bare python -I -S -c pass: {bare:.1f} ms, "
+                    f"spawn-only python: {floor:.1f} ms")
     emit([
         result("start-up to first `run`, PID 1", pid1, "ms", baseline=under_unshare,
                baseline_label="run under unshare", target=f"< {TARGET_MS:g} ms", ok=pid1 < TARGET_MS,

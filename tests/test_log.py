@@ -292,6 +292,14 @@ def test_json_run_every_own_line_is_an_object(services: Services, pid1: bool) ->
                            "status": 3}
     assert re.findall(TIME + rb" api/run: (.*)", dinit.stderr) == [b"api stderr line"]
     assert b'"ok": 1' in dinit.stdout and b"not json" not in dinit.stdout
+    cause = next(obj for obj in objects if obj["msg"].endswith(", stopping the container"))
+    assert cause == {"time": cause["time"], "level": "warning", "service": "crash", "stage": "run",
+                     "msg": f"crash/run: PID {cause['pid']} exited with status 2, stopping the container",
+                     "pid": cause["pid"], "how": "exited with status 2"}
+    # Every message about a service says which one as a field too, not only in its text.
+    for obj in objects:
+        named = re.match(r"(api|web|crash)/run: ", obj["msg"])
+        assert named is None or (obj.get("service"), obj.get("stage")) == (named[1], "run"), obj
 
 
 def test_json_and_text_runs_say_the_same(services: Services) -> None:

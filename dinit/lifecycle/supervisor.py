@@ -387,14 +387,18 @@ class Supervisor:
 
     # -- stopping ----------------------------------------------------------------------------------
 
-    def teardown(self, outcome: Outcome, cause: str | None = None) -> None:
+    def teardown(self, outcome: Outcome, cause: tuple[Program, int] | None = None) -> None:
         """Record why, then stop every service, adopted and reparented process (§5.2). ``cause``,
-        a program's exit, is the one warning that says why the container stops."""
+        a program that ended and its wait status, is the one warning that says why the container
+        stops."""
         self._record(outcome)
         if self._terminating:
             return
         if cause is not None:
-            (logger.info if self._transparent else logger.warning)(cause)
+            program, status = cause
+            (logger.info if self._transparent else logger.warning)(
+                "PID {pid} {how}, stopping the container", service=program.name, stage=program.stage,
+                pid=program.pid, how=explain(status))
         self._begin_teardown(stop_services=True)
 
     def _begin_teardown(self, stop_services: bool) -> None:
@@ -621,15 +625,11 @@ class Supervisor:
             logger.info("PID {pid} finished with {how}", service=program.name, stage=program.stage,
                         pid=pid, how=describe(status))
             if program.role is Role.ADOPTED:
-                self.teardown(Outcome.of_status(status, program.signalled), self._cause(program, status))
+                self.teardown(Outcome.of_status(status, program.signalled), (program, status))
             return
         handler = {Role.RUN: self._run_exited, Role.LOG: self._logger_exited,
                    Role.HOOK: self._hook_exited, Role.FINISH: self._finish_exited}[program.role]
         handler(state, program, status)
-
-    @staticmethod
-    def _cause(program: Program, status: int) -> str:
-        return f"{program.label}: PID {program.pid} {explain(status)}, stopping the container"
 
     def _run_exited(self, state: ServiceState, program: Program, status: int) -> None:
         state.run = None
@@ -646,7 +646,7 @@ class Supervisor:
                 logger.warning("all services have disabled themselves, waiting for a signal to exit")
             return
         if state.counts:
-            self.teardown(outcome, self._cause(program, status))
+            self.teardown(outcome, (program, status))
 
     def _logger_exited(self, state: ServiceState, program: Program, status: int) -> None:
         """A logger exit tears down while its service runs, except 115, which disables it. Either way
@@ -661,7 +661,7 @@ class Supervisor:
                         stage="log", name=state.name)
             return
         if state.run is not None and state.counts:
-            self.teardown(Outcome.of_status(status, program.signalled), self._cause(program, status))
+            self.teardown(Outcome.of_status(status, program.signalled), (program, status))
 
     def _hook_exited(self, state: ServiceState, program: Program, status: int) -> None:
         state.hook = None
