@@ -338,11 +338,14 @@ class Subscriber:
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd="/",
                                         env=environment(None, DINIT_SOCKET=str(ctl.sock)))
         self.events: list[dict[str, Any]] = []
+        #: The lines as printed (compact JSON, the same text a web hook receives).
+        self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
+            self.lines.append(line)
             self.events.append(json.loads(line))
 
     def wait_for(self, **fields: Any) -> dict[str, Any]:

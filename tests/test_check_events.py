@@ -126,6 +126,7 @@ def test_events_replay_then_live_in_order(services: Services, tmp_path: Path, pi
     assert all(seq == seqs[0] for seq in seqs[:3])
     assert seqs[3:] == list(range(seqs[0] + 1, seqs[0] + 1 + len(live)))
     assert {e["boot"] for e in events.events} == {replay[0]["boot"]}
+    assert events.lines[0] == json.dumps(replay[0], separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
 def test_events_no_replay_from_outside_the_namespace(services: Services, tmp_path: Path) -> None:

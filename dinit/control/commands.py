@@ -201,8 +201,9 @@ class Run:
     def out(self, text: str) -> None:
         sys.stdout.write(text)
 
-    def json_out(self, value: Any) -> None:
-        sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+    def json_out(self, value: Any, compact: bool = False) -> None:
+        separators = (",", ":") if compact else None
+        sys.stdout.write(json.dumps(value, ensure_ascii=False, separators=separators) + "\n")
 
     def failed(self, answer: dict[str, Any], unknown_exit: int = EXIT_FAILED) -> int:
         """Print an error answer; its exit code (bad-request is a usage error, busy unreachable)."""
@@ -353,7 +354,7 @@ def _events(run: Run) -> int:
     for message in run.client.stream("events", {"no_replay": run.options.no_replay}):
         if message.get("ok") is False:
             return run.failed(message)
-        run.json_out(message)
+        run.json_out(message, compact=True)  # one line per event, as compact as the web hook's body
         sys.stdout.flush()
     return EXIT_OK
 

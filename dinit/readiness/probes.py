@@ -170,8 +170,9 @@ def _listen(address: tuple[str, int]) -> socket.socket:
             sock = socket.create_server((host, port), family=family, backlog=128)
     except OSError as error:
         shown = f"[{host}]" if ":" in host else host
-        raise ProbeError(f"cannot listen on DINIT_HTTP_ADDR {shown}:{port}: "
-                         f"{error.strerror or error}") from None
+        # The errno's own text: create_server appends "(while attempting to bind ...)" to strerror.
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise ProbeError(f"cannot listen on DINIT_HTTP_ADDR {shown}:{port}: {reason}") from None
     sock.setblocking(False)
     os.set_inheritable(sock.fileno(), False)
     return sock
