@@ -68,7 +68,7 @@ DINIT_FINISH, DINIT_START_DIR, DINIT_STOP_DIR, DINIT_STOP_DELAY, DINIT_COLOR (an
 DINIT_STOP_IGNORED, DINIT_WATCH, DINIT_WATCH_INTERVAL, DINIT_CHECK_INTERVAL, DINIT_CHECK_TIMEOUT,
 DINIT_READY_FILE, DINIT_HTTP_ADDR, DINIT_WEBHOOK, DINIT_WEBHOOK_METHOD, DINIT_WEBHOOK_TIMEOUT,
 DINIT_WEBHOOK_TOKEN, DINIT_SOCKET (see README).
-Client mode: dinit status|list|start|stop|restart|signal|submit|reload|shutdown|pid|version
+Client mode: dinit status|list|start|stop|restart|signal|submit|reload|shutdown|pid|version|check|events
 (dinit status --help).
 """
 

@@ -129,12 +129,18 @@ def _is_decimal(text: str) -> bool:
         not e or exponent.isdigit())
 
 
-def _seconds(name: str, value: str) -> float:
-    """Parse a non-negative, finite number of seconds (``0.5`` allowed)."""
+def seconds_at_least(name: str, value: str, minimum: float = 0.0, inclusive: bool = True) -> float:
+    """Parse a finite number of seconds (``0.5`` allowed) of at least ``minimum`` (more than it
+    unless ``inclusive``). The error says what the variable accepts, whatever was wrong with the
+    value, so one message serves a word and a number out of range alike."""
     text = value.strip()
     seconds = float(text) if _is_decimal(text) else -1.0
-    if not 0 <= seconds < float("inf"):  # also refuses NaN
-        raise ConfigError(f"invalid {name} {value!r}: accepted is a non-negative number of seconds")
+    above = seconds >= minimum if inclusive else seconds > minimum
+    if not (above and seconds < float("inf")):  # also refuses NaN
+        accepted = ("a non-negative number of seconds" if minimum == 0 and inclusive
+                    else "a positive number of seconds" if minimum == 0
+                    else f"a number of seconds of at least {minimum:g}")
+        raise ConfigError(f"invalid {name} {value!r}: accepted is {accepted}")
     return seconds
 
 
@@ -143,11 +149,7 @@ MIN_WATCH_INTERVAL = 0.1
 
 
 def _interval(name: str, value: str) -> float:
-    seconds = _seconds(name, value)
-    if seconds < MIN_WATCH_INTERVAL:
-        raise ConfigError(f"invalid {name} {value!r}: accepted is a number of seconds of at least "
-                          f"{MIN_WATCH_INTERVAL:g}")
-    return seconds
+    return seconds_at_least(name, value, MIN_WATCH_INTERVAL)
 
 
 _WATCH_WORDS = {word: WatchMode.ON if on else WatchMode.OFF for word, on in _BOOLEANS.items()} | {
@@ -172,14 +174,14 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DINIT_LOG_FORMAT": ("log_format", _choice({name: name for name in LOG_FORMATS}, "text, json")),
     "DINIT_REPARENTING_POLICY": (
         "policy", _choice({p.value: p for p in Policy}, "terminate, adopt, ignore")),
-    "DINIT_KILL_TIMEOUT": ("kill_timeout", _seconds),
-    "DINIT_TIMEOUT": ("timeout", _seconds),
+    "DINIT_KILL_TIMEOUT": ("kill_timeout", seconds_at_least),
+    "DINIT_TIMEOUT": ("timeout", seconds_at_least),
     "DINIT_EXIT_CODE": (
         "exit_code", _choice({m.value: m for m in ExitCodeMode}, "propagate, summary")),
     "DINIT_FINISH": ("finish", _choice({m.value: m for m in FinishMode}, "runit, stop")),
     "DINIT_START_DIR": ("start_dir", _directory),
     "DINIT_STOP_DIR": ("stop_dir", _directory),
-    "DINIT_STOP_DELAY": ("stop_delay", _seconds),
+    "DINIT_STOP_DELAY": ("stop_delay", seconds_at_least),
     "DINIT_COLOR": ("color", _choice({c.value: c for c in Color}, "auto, always, never")),
     "DINIT_STOP_IGNORED": (
         "stop_ignored", _choice({s.value: s for s in StopIgnored}, "wait, kill")),

@@ -281,3 +281,23 @@ def test_one_invalid_among_valid() -> None:
                       "DINIT_KILL_TIMEOUT": "soon"})
     assert "DINIT_KILL_TIMEOUT" in message
     assert "soon" in message
+
+
+@pytest.mark.parametrize(("variable", "too_small", "accepted"), [
+    ("DINIT_KILL_TIMEOUT", "-1", "a non-negative number of seconds"),
+    ("DINIT_STOP_DELAY", "-1", "a non-negative number of seconds"),
+    ("DINIT_WATCH_INTERVAL", "0", "a number of seconds of at least 0.1"),
+    ("DINIT_CHECK_INTERVAL", "0", "a positive number of seconds"),
+    ("DINIT_CHECK_TIMEOUT", "0", "a positive number of seconds"),
+    ("DINIT_WEBHOOK_TIMEOUT", "0", "a positive number of seconds"),
+])
+def test_a_word_and_a_number_out_of_range_are_told_the_same_range(variable: str, too_small: str,
+                                                                  accepted: str) -> None:
+    """The error says what the variable accepts, whichever way the value is wrong (README)."""
+    from dinit.readiness import settings
+
+    for value in ("soon", too_small):
+        with pytest.raises(ConfigError) as error:
+            load({variable: value})
+            settings.load({variable: value})
+        assert str(error.value) == f"invalid {variable} {value!r}: accepted is {accepted}"

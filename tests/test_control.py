@@ -137,6 +137,17 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         assert result.stderr.startswith(f"dinit {args[0]}: "), result.stderr
 
 
+@pytest.mark.parametrize("args", [["start", "web", "-w", "soon"], ["start", "web", "--wait", "soon"],
+                                  ["stop", "web", "-wsoon"], ["check", "--wait", "soon"]])
+def test_a_bad_wait_names_the_option_as_given(tmp_path: Path, args: list[str]) -> None:
+    env = environment(None, DINIT_SOCKET=str(tmp_path / "none.sock"))
+    result = subprocess.run([PY, "-m", "dinit", *args], capture_output=True, text=True, env=env)
+    option = "-w" if args[2].startswith("-w") else "--wait"
+    usage = 1 if args[0] == "check" else 2  # check exits only 0 or 1 (a probe's two answers)
+    assert (result.returncode, result.stderr.splitlines()[0]) == (
+        usage, f"dinit {args[0]}: {option}: 'soon' is not a number of seconds (0 to 86400)")
+
+
 def test_dashdash_runs_a_program_named_like_a_subcommand(services: Services, tmp_path: Path) -> None:
     """``dinit -- status`` is command mode with a program named ``status`` (§12)."""
     bin_dir = tmp_path / "bin"

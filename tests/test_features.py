@@ -33,7 +33,7 @@ def _timestamp(stderr: bytes, message: bytes) -> datetime:
 def _kill_warning(dinit: Dinit, name: str) -> tuple[int, list[int]]:
     """The session and PIDs of the DINIT_TIMEOUT warning for ``name``."""
     [match] = dinit.wait_for(rb"warning: " + re.escape(name.encode()) +
-                             rb"/run: still running [\d.]+s after being stopped, sent SIGKILL to "
+                             rb"/run: still running [\d.]+ s after being stopped, sent SIGKILL to "
                              rb"session (\d+): PIDs ([\d ]+)\n")
     return int(match.group(1)), [int(pid) for pid in match.group(2).split()]
 
@@ -124,7 +124,7 @@ def test_timeout_kills_a_hanging_stop_hook_too(services: Services) -> None:
     dinit = start(services, DINIT_TIMEOUT="0.3", DINIT_LOG_LEVEL="info", DINIT_FINISH="stop")
     dinit.wait_for(rb"h/run: ready")
     dinit.signal(signal.SIGTERM)
-    [match] = dinit.wait_for(rb"warning: h/finish: still running [\d.]+s after being stopped, sent SIGKILL "
+    [match] = dinit.wait_for(rb"warning: h/finish: still running [\d.]+ s after being stopped, sent SIGKILL "
                              rb"to session (\d+): PIDs ([\d ]+)\n")
     _kill_warning(dinit, "h")
     assert dinit.wait(10) == 0

@@ -186,6 +186,23 @@ def test_replaced_directory_starts_only_after_every_old_process_is_gone(services
     stderr = dinit.stderr
     assert stderr.index(b"child gone") < stderr.index(b"web/run: up new")  # the old session too
     assert stderr.index(b"web/run: PID %d finished" % old_pid) < stderr.index(b"web/run: up new")
+    assert b"web: added, starting" not in stderr  # the replacement's line said it
+    assert stop(dinit) == 0
+
+
+def test_a_replacement_is_said_once(services: Services, pid1: bool) -> None:
+    """"replaced, starting the new one ..." is the one line of a replacement: the new instance's
+    start is not announced a second time as "added"."""
+    services.add("web", UP.format(tag="old"))
+    dinit = start(services, pid1=pid1, **WATCH)
+    wait_up(dinit, "web")
+    staging = services.root / ".web.new"
+    write_program(staging / "run", UP.format(tag="new"))
+    shutil.rmtree(services.root / "web")
+    staging.rename(services.root / "web")
+    dinit.wait_for(rb"web/run: up new")
+    assert [line for line in dinit.messages("info") if line.startswith(b"web: ")] == [
+        b"web: replaced, starting the new one once the old one has stopped"]
     assert stop(dinit) == 0
 
 

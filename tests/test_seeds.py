@@ -245,7 +245,7 @@ def test_wait_warns_once_that_run_ignores_or_blocks_sigterm(services: Services, 
     assert dinit.wait() == 0  # the first reason, SIGTERM; DINIT_TIMEOUT ended it
     warnings = [m for m in dinit.messages("warning") if b"SIGTERM" in m]
     assert len(warnings) == 1 and re.fullmatch(rf"stubborn/run: PID \d+ {how} SIGTERM".encode(), warnings[0])
-    assert any(b"stubborn/run: still running 1s after being stopped" in m for m in dinit.messages("warning"))
+    assert any(b"stubborn/run: still running 1 s after being stopped" in m for m in dinit.messages("warning"))
 
 
 @pytest.mark.parametrize("reason", ["signal", "crash"])

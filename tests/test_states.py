@@ -67,7 +67,7 @@ def test_hanging_finish_is_killed_after_dinit_timeout(services: Services, pid1: 
     services.add("svc", "exit 0\n", finish="sleep 1000 & exec sleep 1000\n")
     dinit = run(services, pid1=pid1, DINIT_TIMEOUT="0.5")
     assert dinit.returncode == 0
-    assert any(b"svc/finish: still running 0.5s after being stopped, sent SIGKILL" in line
+    assert any(b"svc/finish: still running 0.5 s after being stopped, sent SIGKILL" in line
                for line in dinit.messages("warning"))
 
 

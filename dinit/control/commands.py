@@ -59,13 +59,14 @@ class Options:
         self.no_replay = False
 
 
-def _seconds(text: str) -> float:
+def _seconds(option: str, text: str) -> float:
+    """The value of ``option`` (named as the user wrote it: ``-w`` or ``--wait``)."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not 0 <= value <= 86400:
-        raise Usage(f"-w: {text!r} is not a number of seconds (0 to 86400)")
+        raise Usage(f"{option}: {text!r} is not a number of seconds (0 to 86400)")
     return value
 
 
@@ -88,14 +89,13 @@ def parse(command: str, args: list[str]) -> Options:
             if arg in ("-w", "--wait"):
                 if index >= len(args):
                     raise Usage(f"{arg} needs a number of seconds")
-                arg, index = args[index], index + 1
+                options.wait, index = _seconds(arg, args[index]), index + 1
             else:
-                arg = arg[2:]
-            options.wait = _seconds(arg)
+                options.wait = _seconds("-w", arg[2:])
         elif command == "check" and arg == "--wait":
             if index >= len(args):
                 raise Usage("--wait needs a number of seconds")
-            options.wait, index = _seconds(args[index]), index + 1
+            options.wait, index = _seconds(arg, args[index]), index + 1
         elif command == "check" and arg == "--alive":
             options.alive = True
         elif command == "events" and arg == "--no-replay":

@@ -376,6 +376,7 @@ class Reconciler:
         record.identity = None
         record.start_due = True
         record.reason = None
+        record.announced = True  # "replaced, starting the new one ..." said it: no "added" after it
 
     def _add(self, name: str, record: Record, entry: Entry) -> Action | None:
         """A new entry that is runnable: said once, started once it is quiet."""

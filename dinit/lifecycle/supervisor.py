@@ -542,7 +542,7 @@ class Supervisor:
         leader.signalled.add(signal.SIGKILL)
         killed = kill_session(leader.pid)
         if killed:
-            logger.warning("still running {timeout:g}s after being stopped, sent SIGKILL to session "
+            logger.warning("still running {timeout:g} s after being stopped, sent SIGKILL to session "
                            "{session}: PIDs {pids}", service=leader.name, stage=leader.stage,
                            timeout=self.config.timeout, session=leader.pid,
                            pids=" ".join(map(str, killed)))

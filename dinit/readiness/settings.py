@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ..config import ConfigError, _seconds
+from ..config import ConfigError, seconds_at_least
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -68,10 +68,7 @@ def _url(name: str, value: str) -> str:
 
 
 def _positive(name: str, value: str) -> float:
-    seconds = _seconds(name, value)
-    if seconds <= 0:
-        raise ConfigError(f"invalid {name} {value!r}: accepted is a positive number of seconds")
-    return seconds
+    return seconds_at_least(name, value, inclusive=False)
 
 
 def load(environ: Mapping[str, str]) -> Settings:
