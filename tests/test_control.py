@@ -321,6 +321,7 @@ def test_submit_wait_returns_the_jobs_status(services: Services, tmp_path: Path,
     ready(dinit, "web")
     result = ctl("submit", "--wait", "--name", "migrate", "--", "sh", "-c", 'echo \'{"step":1}\'; exit 7')
     assert result.returncode == 7, result
+    dinit.wait_for(rb'\{"step":1', stream="stdout")  # dinit's stdout reaches the test by a thread
     assert {"step": 1, "service": "migrate", "stage": "run"}.items() <= dinit.json_lines()[0].items()
     killed = ctl("submit", "--wait", "--", "sh", "-c", "kill -KILL $$")
     assert killed.returncode == 128 + 9
