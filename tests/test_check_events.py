@@ -237,3 +237,19 @@ def test_an_ended_service_is_named_with_the_pid_of_its_run(services: Services, t
     dinit.signal(signal.SIGTERM)
     assert dinit.wait() == 0
     assert ended["pid"] == later["pid"] == running["pid"]
+
+
+def test_a_run_killed_by_its_stop_hook_is_stopped_not_crashed(services: Services, tmp_path: Path,
+                                                              pid1: bool) -> None:
+    """§10: ``stopped`` is a death "of a stop dinit asked for", also when the signal comes from the
+    service's own ``terminate`` hook (``kill $DINIT_PID``), as it does on every ``docker stop``."""
+    services.add("h", "exec sleep 1000\n", terminate='kill "$DINIT_PID"\n')
+    services.add("web", FOREVER)
+    dinit, ctl = launch(services, tmp_path, pid1)
+    events = Subscriber(dinit, ctl)
+    events.wait_for(kind="container", state="running")
+    dinit.signal(signal.SIGTERM)
+    ended = events.wait_for(service="h", previous="stopping")
+    assert (ended["state"], ended["exit"]) == ("stopped", {"code": None, "signal": 15})
+    assert events.wait_for(service="web", previous="stopping")["state"] == "stopped"
+    assert dinit.wait() == 0

@@ -289,12 +289,20 @@ def test_signal_reaches_run(services: Services, tmp_path: Path) -> None:
 
 def test_shutdown_is_teardown_naming_the_requester(services: Services, tmp_path: Path) -> None:
     services.add("web", WAIT)
+    gate = tmp_path / "gate"
+    services.add("slow", f"trap 'while [ ! -e {gate} ]; do sleep 0.05; done; exit 0' TERM\n"
+                 "while :; do sleep 0.05; done\n")
     dinit, ctl = launch(services, tmp_path)
     ready(dinit, "web")
     result = ctl("shutdown")
     assert result.returncode == 0, result
+    dinit.wait_for(rb"web/run: PID \d+ finished")  # teardown is under way; slow waits for the gate
+    again = ctl("shutdown")  # §12: asked again during teardown, still 0
+    assert again.returncode == 0, again
+    gate.touch()
     assert dinit.wait() == 0
     assert re.search(rb"dinit: info: shutdown requested by PID \d+, terminating services", dinit.stderr)
+    assert re.search(rb"shutdown requested by PID \d+, already terminating services", dinit.stderr)
 
 
 def test_reload_rescans_and_prints_what_changed(services: Services, tmp_path: Path) -> None:

@@ -584,7 +584,11 @@ class Supervisor:
         return True
 
     def shutdown(self, requester: int) -> None:
-        """``dinit shutdown``: teardown as on SIGTERM, saying who asked."""
+        """``dinit shutdown``: teardown as on SIGTERM, saying who asked; asked again while it
+        runs, said and nothing else, as for a second SIGTERM."""
+        if self._terminating:
+            logger.info("shutdown requested by PID {pid}, already terminating services", pid=requester)
+            return
         logger.info("shutdown requested by PID {pid}, terminating services", pid=requester)
         self._teardown_word = "the shutdown request"
         self.teardown(Outcome.ok())
@@ -636,8 +640,11 @@ class Supervisor:
         state.last_exit = status
         outcome = Outcome.of_status(status, program.signalled)
         disabled = _disabled(status) and not self._terminating and not state.service.command
+        # Killed while dinit was stopping it: the stop dinit asked for (§10), also when the signal
+        # came from the service's own stop hook (`kill "$DINIT_PID"`), not from dinit itself.
+        asked = state.phase is Phase.STOPPING and os.WIFSIGNALED(status)
         phase = Phase.DISABLED if disabled else (
-            Phase.STOPPED if outcome.summary == Outcome.ok().summary else Phase.CRASHED)
+            Phase.STOPPED if asked or outcome.summary == Outcome.ok().summary else Phase.CRASHED)
         state.transition(phase, self.loop.time(), pid=program.pid, how=describe(status))
         self._start_finish(state, program, status)
         self._writers_gone(state)
