@@ -252,6 +252,11 @@ def test_start_that_cannot_run_is_exec_failed_not_teardown(services: Services, t
     result = ctl("start", "web")
     assert result.returncode == 1
     assert result.stderr == f"dinit start: web: cannot run {directory / 'run'}: Permission denied\n"
+    # §16: the answer says what is wrong, as the log line does, not the errno alone.
+    write_program(directory / "run", "#!/nonexistent/interpreter\n")
+    missing = ctl("start", "web")
+    assert (missing.returncode, missing.stderr) == (1, f"dinit start: web: cannot run {directory / 'run'}: "
+                                                    "interpreter /nonexistent/interpreter not found\n")
     assert dinit.popen.poll() is None
     assert stop_dinit(dinit) == 0
 

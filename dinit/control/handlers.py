@@ -355,9 +355,7 @@ class Handlers:
             del self._start_when_gone[name]
             error = self.supervisor.start(state)
             if error is not None:
-                call.fail(protocol.EXEC_FAILED,
-                          f"{name}: cannot run {error.filename or state.service.run}: "
-                          f"{error.strerror or error}")
+                call.fail(protocol.EXEC_FAILED, _cannot_run(name, state.service.run, error))
 
     def _wait(self, call: Call, states: list[ServiceState], done: Callable[[ServiceState], bool],
               wait: float) -> None:
@@ -420,8 +418,7 @@ class Handlers:
                           tears_down=bool(args.get("critical")))
         state, error = self.supervisor.submit(service)
         if error is not None:
-            raise protocol.ProtocolError(protocol.EXEC_FAILED,
-                                         f"{name}: cannot run {program}: {error.strerror or error}")
+            raise protocol.ProtocolError(protocol.EXEC_FAILED, _cannot_run(name, program, error))
         if not args.get("wait"):
             call.ok({"service": describe(state, self.loop.time())})
             return
@@ -517,3 +514,11 @@ class Handlers:
                                  services=self._services(waiter.states))
         if self._awaited():
             self._schedule(_POLL)
+
+
+def _cannot_run(name: str, path: str, error: OSError) -> str:
+    """The answer's message for a program that cannot be run: what is wrong, as the log line says
+    it (§16: a missing interpreter, CRLF, no ``#!``), not the errno alone."""
+    from ..process import exec_errors  # the first failure only
+
+    return f"{name}: cannot run {path}: {exec_errors.explain(path, error)}"
