@@ -415,6 +415,30 @@ def test_another_uid_only_reads(services: Services, tmp_path: Path) -> None:
     public.rmdir()
 
 
+def test_changing_commands_need_names_even_from_a_raw_client(services: Services, tmp_path: Path) -> None:
+    """A request that names no service is refused, not carried out on every service: the CLI
+    always sends names, a hand-written or buggy client might not (run from inside, where changes
+    are allowed)."""
+    services.add("web", WAIT)
+    dinit, ctl = launch(services, tmp_path)
+    ready(dinit, "web")
+    requests = b"".join(b'{"v":1,"id":%d,"cmd":"%s"%s}\n' % (index, cmd.encode(), args)
+                        for index, (cmd, args) in enumerate([
+                            ("stop", b""), ("start", b',"args":{}'), ("restart", b',"args":{"names":[]}'),
+                            ("signal", b',"args":{"signal":"HUP"}')]))
+    script = ("import socket, sys\nclient = socket.socket(socket.AF_UNIX)\nclient.connect(sys.argv[1])\n"
+              "client.sendall(sys.argv[2].encode())\ndata = b''\nwhile data.count(b'\\n') < 4:\n"
+              "    data += client.recv(65536)\nsys.stdout.write(data.decode())\n")
+    result = subprocess.run(["nsenter", "-t", str(dinit.pid), "-p", "-m", "--", PY, "-c", script,
+                             str(ctl.sock), requests.decode()], capture_output=True, text=True, timeout=30)
+    errors = [json.loads(line)["error"] for line in result.stdout.splitlines()]
+    assert errors == [{"code": "bad-request", "message": f"{cmd} needs names"}
+                      for cmd in ("stop", "start", "restart", "signal")], result
+    assert ctl("status", "web").stdout.startswith("run: web: ")  # untouched
+    assert b"sending SIGTERM" not in dinit.stderr and b"forwarding signal" not in dinit.stderr
+    assert stop_dinit(dinit) == 0
+
+
 # -- hostile and broken clients ------------------------------------------------------------------
 
 
@@ -450,7 +474,8 @@ def test_bad_requests_get_their_errors_in_order(services: Services, tmp_path: Pa
     assert stop["error"]["code"] == "permission-denied"  # the test is outside the namespace
     client.sendall(b"x" * (70 * 1024))
     [too_long] = answers(client, 1)
-    assert too_long["error"] == {"code": "bad-request", "message": "request line longer than 65536 bytes"}
+    assert too_long["error"] == {"code": "bad-request",
+                                 "message": "request line longer than 65536 bytes with its newline"}
     assert client.recv(100) == b""  # and disconnected
     assert stop_dinit(dinit) == 0
 

@@ -43,6 +43,8 @@ def test_any_bytes_decode_or_are_a_bad_request(line: bytes) -> None:
     (b"{nope", "request is not valid JSON", None),
     (b"[1]", "request is not a JSON object", None),
     (b'{"v":2,"id":3,"cmd":"status"}', "unsupported protocol version 2, this dinit speaks 1", 3),
+    (b'{"v":"1","id":3,"cmd":"status"}', 'unsupported protocol version "1", this dinit speaks 1', 3),
+    (b'{"id":5,"cmd":"status"}', "v (the protocol version, 1) is missing", 5),
     (b'{"v":1,"id":4,"cmd":""}', "cmd must be a non-empty string", 4),
     (b'{"v":1,"id":5,"cmd":"status","args":[]}', "args must be an object", 5),
     (b'{"v":1,"id":true,"cmd":"status"}', "id must be a number, a string or null", None),

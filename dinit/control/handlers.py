@@ -191,11 +191,15 @@ class Handlers:
         except protocol.ProtocolError as error:
             call.fail(error.code, error.message, **error.extra)
 
-    def _names(self, call: Call, allow_all: bool = False) -> list[ServiceState]:
-        """The services named by ``args.names`` (all of them for none, or for ``all``)."""
+    def _names(self, call: Call, allow_all: bool = False, required: bool = False) -> list[ServiceState]:
+        """The services named by ``args.names`` (all of them for none, or for ``all``). Commands that
+        change services (``required``) must name them: a request without ``names`` is refused rather
+        than acting on every service."""
         names = call.args.get("names", [])
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise protocol.ProtocolError(protocol.BAD_REQUEST, "names must be a list of strings")
+        if required and not names:
+            raise protocol.ProtocolError(protocol.BAD_REQUEST, f"{call.request.cmd} needs names")
         states = self.supervisor.states
         if not names or (allow_all and names == ["all"]):
             return [states[name] for name in sorted(states, key=os.fsencode)]
@@ -309,7 +313,7 @@ class Handlers:
     def _stop(self, call: Call) -> None:
         """§11 removal semantics (stop hook or SIGTERM, DINIT_TIMEOUT, logger drained), then held
         ``down`` until ``start``; done once no program of the service is left."""
-        states = self._names(call)
+        states = self._names(call, required=True)
         wait = self._wait_seconds(call, 7.0)
         for state in states:
             state.held = True
@@ -320,7 +324,7 @@ class Handlers:
 
     def _start(self, call: Call) -> None:
         self._not_tearing_down(call)
-        states = self._names(call)
+        states = self._names(call, required=True)
         wait = self._wait_seconds(call, 7.0)
         for state in states:
             state.held = False
@@ -331,7 +335,7 @@ class Handlers:
 
     def _restart(self, call: Call) -> None:
         self._not_tearing_down(call)
-        states = self._names(call)
+        states = self._names(call, required=True)
         wait = self._wait_seconds(call, 7.0)
         for state in states:
             state.held = False
@@ -380,7 +384,7 @@ class Handlers:
 
     def _signal(self, call: Call) -> None:
         signum = parse_signal(call.args.get("signal"))
-        states = self._names(call, allow_all=True)
+        states = self._names(call, allow_all=True, required=True)
         every = call.args.get("names") == ["all"]
         sent = [{"name": s.name, "pid": s.run.pid} for s in states
                 if s.run is not None and self.supervisor.signal_service(s, signum)]

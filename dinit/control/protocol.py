@@ -88,9 +88,12 @@ def decode_request(line: bytes) -> Request:
     if not (request_id is None or isinstance(request_id, str)
             or (isinstance(request_id, int) and not isinstance(request_id, bool))):
         raise ProtocolError(BAD_REQUEST, "id must be a number, a string or null")
-    if message.get("v") != VERSION:
-        raise ProtocolError(BAD_REQUEST, f"unsupported protocol version {message.get('v')!r}, "
-                            f"this dinit speaks {VERSION}", request_id)
+    if "v" not in message:
+        raise ProtocolError(BAD_REQUEST, f"v (the protocol version, {VERSION}) is missing", request_id)
+    if message["v"] != VERSION:
+        given = _dumps(message["v"]).decode("utf-8", "replace")
+        raise ProtocolError(BAD_REQUEST, f"unsupported protocol version {given}, this dinit speaks {VERSION}",
+                            request_id)
     cmd, args = message.get("cmd"), message.get("args", {})
     if not isinstance(cmd, str) or not cmd:
         raise ProtocolError(BAD_REQUEST, "cmd must be a non-empty string", request_id)

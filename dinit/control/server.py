@@ -174,7 +174,8 @@ class Connection:
                 return
         if self._lines.overflowed:
             self._reject(ProtocolError(protocol.BAD_REQUEST,
-                                       f"request line longer than {protocol.MAX_LINE} bytes"))
+                                       f"request line longer than {protocol.MAX_LINE} bytes "
+                                       "with its newline"))
             self._close_when_flushed = True
             self._maybe_close()
 
