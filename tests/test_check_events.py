@@ -253,3 +253,23 @@ def test_a_run_killed_by_its_stop_hook_is_stopped_not_crashed(services: Services
     assert (ended["state"], ended["exit"]) == ("stopped", {"code": None, "signal": 15})
     assert events.wait_for(service="web", previous="stopping")["state"] == "stopped"
     assert dinit.wait() == 0
+
+
+def test_a_restarted_instance_goes_on_from_its_predecessors_state(services: Services, tmp_path: Path,
+                                                                   pid1: bool) -> None:
+    """§10/§14: every transition is one event, so ``rm S/down`` gives ``down -> running``, not a
+    ``pending`` the service never showed (hot reload makes a new instance there)."""
+    directory = services.add("c", FOREVER)
+    dinit, ctl = launch(services, tmp_path, pid1, DINIT_WATCH="on")
+    events = Subscriber(dinit, ctl)
+    events.wait_for(kind="container", state="running")
+    (directory / "down").touch()
+    events.wait_for(service="c", state="down")
+    (directory / "down").unlink()
+    again = events.wait_for(service="c", state="running", replay=False, previous="down")
+    chain = [(e["previous"], e["state"]) for e in events.events if e["service"] == "c" and not e["replay"]]
+    assert chain == [("running", "stopping"), ("stopping", "stopped"), ("stopped", "down"),
+                     ("down", "running")], chain
+    assert again["pid"] != events.events[0]["pid"]
+    dinit.signal(signal.SIGTERM)
+    assert dinit.wait() == 0

@@ -96,10 +96,12 @@ class ServiceState:
     """A service, its phase, and the programs it has running."""
 
     def __init__(self, service: Service, base_env: Mapping[str, str], observer: Observer,
-                 since: float) -> None:
+                 since: float, phase: Phase = Phase.PENDING) -> None:
         self.service = service
         self.env = envdir.apply(base_env, service.env)
-        self.phase = Phase.PENDING
+        #: ``pending`` before a service's first start; a new instance of a known name continues
+        #: from its predecessor's phase (``down``, ``stopped``, …), so its events chain on.
+        self.phase = phase
         self.since = since
         self.reason: StopReason | None = None
         self.run: Program | None = None

@@ -432,10 +432,12 @@ class Supervisor:
 
     def add_service(self, service: Service) -> ServiceState:
         """Know a service found at run time (§11), ``pending`` until it is started; it takes the
-        place of an earlier instance of the same name, which must have no process left."""
+        place of an earlier instance of the same name, which must have no process left, and goes on
+        from that one's phase (an event after ``rm S/down`` says ``down -> running``, §14)."""
         old = self.states.get(service.name)
         assert old is None or not old.programs(), f"{service.name}: old instance still running"
-        state = ServiceState(service, os.environ, self._transitioned, self.loop.time())
+        state = ServiceState(service, os.environ, self._transitioned, self.loop.time(),
+                             Phase.PENDING if old is None else old.phase)
         self.states[service.name] = state
         return state
 
