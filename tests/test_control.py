@@ -72,7 +72,7 @@ def test_status_json_carries_the_service_objects(services: Services, tmp_path: P
     assert re.fullmatch(TIME.decode(), web["since"]) and web["ready"] == web["since"]
     assert web["logger"]["pid"] > 0 and web["hook"] is None and web["last_exit"] is None
     [listed] = ctl.json("list")
-    moving = {"seconds", "logger"}
+    moving = {"seconds", "run_seconds", "logger"}
     assert {k: v for k, v in listed.items() if k not in moving} == {
         k: v for k, v in web.items() if k not in moving}
     assert stop_dinit(dinit) == 0
@@ -89,6 +89,46 @@ def test_list_is_a_supervisorctl_table(services: Services, tmp_path: Path) -> No
     lines = result.stdout.splitlines()
     assert re.fullmatch(rf"a-long-service-name   RUNNING    pid {pid}, uptime 0:00:\d\d", lines[0]), lines
     assert re.fullmatch(r"b {21}DOWN       held down", lines[1]), lines
+    assert stop_dinit(dinit) == 0
+
+
+def test_a_runs_seconds_count_from_its_start_not_from_its_readiness(services: Services, tmp_path: Path,
+                                                                      pid1: bool) -> None:
+    """runit's ``sv status`` seconds and supervisorctl's uptime are the run's age (§12): becoming ready
+    (here through S/notification-fd, once a gate exists) resets neither and adds ``, ready Ns``; a
+    service without readiness sources keeps runit's plain line."""
+    gate = tmp_path / "gate"
+    nfd = services.add("nfd", f"while [ ! -e {gate} ]; do sleep 0.02; done\nprintf 'x\\n' >&3\n" + WAIT)
+    (nfd / "notification-fd").write_text("3\n")
+    services.add("web", WAIT)
+    dinit, ctl = launch(services, tmp_path, pid1)
+
+    def starting_for_two_seconds() -> int | None:
+        line = re.fullmatch(r"run: nfd: \(pid \d+\) (\d+)s, starting\n", ctl("status", "nfd").stdout)
+        return int(line.group(1)) if line is not None and int(line.group(1)) >= 2 else None
+
+    started = poll(starting_for_two_seconds, message="nfd starting for 2 s", interval=0.1)
+    gate.touch()
+    poll(lambda: ctl("check", "nfd").returncode == 0, message="nfd ready", interval=0.1)
+    status = ctl("status", "nfd")
+    line = re.fullmatch(r"run: nfd: \(pid (\d+)\) (\d+)s, ready (\d+)s\n", status.stdout)
+    assert line is not None, status
+    pid, run, since_ready = (int(group) for group in line.groups())
+    assert run >= started and run > since_ready, line.group(0)  # ready came 2 s or more into the run
+    listed = re.search(rf"^nfd +RUNNING +pid {pid}, uptime (\d+):(\d\d):(\d\d)$", ctl("list").stdout, re.M)
+    assert listed is not None
+    hours, minutes, seconds = (int(group) for group in listed.groups())
+    assert hours * 3600 + minutes * 60 + seconds >= run  # the run's age, which only grows
+    status = ctl("status")
+    assert status.returncode == 0, status
+    assert re.fullmatch(r"run: web: \(pid \d+\) \d+s", status.stdout.splitlines()[1]), status.stdout
+    services_json = {service["name"]: service for service in ctl.json("status")}
+    nfd_json, web_json = services_json["nfd"], services_json["web"]
+    assert nfd_json["ready"] == nfd_json["since"] and web_json["ready"] == web_json["since"]
+    # ready (at least) the 2 s seen above into the run (less the rounding to milliseconds)
+    assert nfd_json["run_seconds"] - nfd_json["ready_seconds"] > 1.99, nfd_json
+    assert nfd_json["ready_seconds"] == nfd_json["seconds"]  # since: when the current state began
+    assert web_json["ready_seconds"] is None and web_json["run_seconds"] == web_json["seconds"]
     assert stop_dinit(dinit) == 0
 
 

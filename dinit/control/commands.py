@@ -128,12 +128,16 @@ def _exit_words(last: dict[str, int] | None) -> str:
 
 
 def sv_line(service: dict[str, Any]) -> str:
-    """runit's ``sv status`` form: ``run: web: (pid 123) 45s; run: log: (pid 124) 45s``,
-    ``down: cron: 12s, normally up, disabled (exit 115)``."""
+    """runit's ``sv status`` form: ``run: web: (pid 123) 45s, ready 44s; run: log: (pid 124) 45s``,
+    ``down: cron: 12s, normally up, disabled (exit 115)``. A run counts from its start, as runit's
+    does; ``ready`` only for a run that had readiness sources to pass (one without is ready at once,
+    and runit users expect its plain line)."""
     name, state, seconds = service["name"], service["state"], int(service["seconds"])
     if service["pid"] is not None:
-        text = f"run: {name}: (pid {service['pid']}) {seconds}s"
-        if state == "starting":
+        text = f"run: {name}: (pid {service['pid']}) {int(service['run_seconds'])}s"
+        if service["ready_seconds"] is not None:
+            text += f", ready {int(service['ready_seconds'])}s"
+        elif state == "starting":
             text += ", starting"
         elif state == "stopping":
             text += f", stopping ({service['reason']})"
@@ -161,10 +165,11 @@ def _clock(seconds: float) -> str:
 
 
 def _list_description(service: dict[str, Any]) -> str:
-    """supervisorctl's description column: ``pid 123, uptime 0:00:45`` while running."""
+    """supervisorctl's description column: ``pid 123, uptime 0:00:45`` while running (since ``run``
+    started, whenever it became ready)."""
     state = service["state"]
     if service["pid"] is not None:
-        text = f"pid {service['pid']}, uptime {_clock(service['seconds'])}"
+        text = f"pid {service['pid']}, uptime {_clock(service['run_seconds'])}"
         return text + (f", stopping ({service['reason']})" if state == "stopping" else "")
     if state == "down":
         return "held down" if service["held"] else "down file"

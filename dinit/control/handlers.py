@@ -86,9 +86,15 @@ def status_of(status: int) -> int:
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
+def _seconds_since(then: float | None, now: float) -> float | None:
+    return None if then is None else round(now - then, 3)
+
+
 def describe(state: ServiceState, now: float) -> dict[str, Any]:
     """A service object (§12): name, origin, state, pid, since, ready, logger, hook, last_exit, and
-    what the human formats need besides (seconds in the state, why it stops, held down)."""
+    what the human formats need besides: seconds in the state, seconds since ``run`` started (what
+    runit's ``sv status`` and supervisorctl's uptime count, which readiness does not reset) and since
+    it became ready (for a run that was ``starting`` first), why it stops, held down."""
     service = state.service
     logger_pid = state.logger.pid if state.logger is not None else None
     hook = state.hook or state.finish
@@ -99,6 +105,8 @@ def describe(state: ServiceState, now: float) -> dict[str, Any]:
         "pid": state.run.pid if state.run is not None else None,
         "since": _wall(state.since),
         "seconds": round(now - state.since, 3),
+        "run_seconds": _seconds_since(state.run_since if state.run is not None else None, now),
+        "ready_seconds": _seconds_since(state.ready_since if state.phase is Phase.RUNNING else None, now),
         "ready": _wall(state.since) if state.phase is Phase.RUNNING else None,
         "reason": state.reason.value if state.reason is not None else None,
         "held": state.held,

@@ -58,6 +58,7 @@ class ContainerPhase(Enum):
 
 _ENDED = frozenset({Phase.DISABLED, Phase.STOPPED, Phase.CRASHED})
 _LIVE = frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPING})
+_UP = frozenset({Phase.STARTING, Phase.RUNNING})
 #: Which phase may follow which. A service that ended, or is down, may be started again (hot
 #: reload, the control socket); one that is starting may become ready or end.
 _NEXT: Mapping[Phase, frozenset[Phase]] = {
@@ -103,6 +104,12 @@ class ServiceState:
         #: from its predecessor's phase (``down``, ``stopped``, …), so its events chain on.
         self.phase = phase
         self.since = since
+        #: When the current ``run`` started (its entry into ``starting`` or ``running``): runit's
+        #: ``sv status`` counts a run's seconds from there, not from its readiness (§12).
+        self.run_since: float | None = None
+        #: When the current ``run`` passed its readiness sources (§13); None while it is starting,
+        #: and for a run without sources, which is ready the moment it starts.
+        self.ready_since: float | None = None
         self.reason: StopReason | None = None
         self.run: Program | None = None
         self.logger: Program | None = None
@@ -146,6 +153,10 @@ class ServiceState:
             self.reason = None
         self.phase = phase
         self.since = now
+        if phase in _UP and previous not in _LIVE:
+            self.run_since, self.ready_since = now, None
+        elif previous is Phase.STARTING and phase is Phase.RUNNING:
+            self.ready_since = now
         if stage is None:
             logger.info(template, service=self.name, **fields)
         else:
