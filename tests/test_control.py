@@ -350,6 +350,25 @@ def test_shutdown_is_teardown_naming_the_requester(services: Services, tmp_path:
     assert re.search(rb"shutdown requested by PID \d+, already terminating services", dinit.stderr)
 
 
+def test_shutdown_with_nothing_left_to_stop_still_answers(services: Services, tmp_path: Path) -> None:
+    """With every service held down, teardown is instant and dinit, as PID 1, exits at once, which
+    kills every process of its namespace: the client must still get and read its answer. This one
+    reads slowly (after 0.3 s), as a loaded machine's ``docker exec`` may; dinit waits for it (up to
+    1 s, the final flush), so it exits 0 instead of being SIGKILLed with dinit's namespace."""
+    services.add("web", WAIT)
+    dinit, ctl = launch(services, tmp_path)
+    ready(dinit, "web")
+    assert ctl("stop", "web").returncode == 0
+    script = ("import json, socket, sys, time\nclient = socket.socket(socket.AF_UNIX)\n"
+              "client.connect(sys.argv[1])\nclient.sendall(b'{\"v\":1,\"id\":1,\"cmd\":\"shutdown\"}\\n')\n"
+              "time.sleep(0.3)\nanswer = json.loads(client.makefile('rb').readline())\n"
+              "sys.exit(0 if answer['ok'] else 1)\n")
+    result = subprocess.run(["nsenter", "-t", str(dinit.pid), "-p", "-m", "--", PY, "-c", script,
+                             str(ctl.sock)], capture_output=True, text=True, timeout=30)
+    assert dinit.wait() == 0
+    assert result.returncode == 0, (result, dinit.stderr)
+
+
 def test_reload_rescans_and_prints_what_changed(services: Services, tmp_path: Path) -> None:
     """``reload`` runs hot reload's rescan once whatever DINIT_WATCH says (§11, §12) and prints each
     change; it changes things, so it needs the §12 permission."""

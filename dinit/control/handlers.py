@@ -465,8 +465,9 @@ class Handlers:
         call.ok({"changes": [{"name": name, "action": action} for name, action in self._rescan()]})
 
     def _shutdown(self, call: Call) -> None:
-        """Answered ``ok`` also while the container is already stopping (§12: exits 0 or 4)."""
-        call.ok({"pid": call.peer.pid})
+        """Answered ``ok`` also while the container is already stopping (§12: exits 0 or 4), and
+        read by the client before dinit exits, even when nothing is left to stop."""
+        call.ok({"pid": call.peer.pid}, lingers=True)
         self.supervisor.shutdown(call.peer.pid)
 
     # -- settling -------------------------------------------------------------------------------------

@@ -94,8 +94,12 @@ class Call:
     def cancelled(self) -> bool:
         return self._connection.closed
 
-    def ok(self, result: Any) -> None:
+    def ok(self, result: Any, lingers: bool = False) -> None:
+        """``lingers``: an answer dinit may exit right after (``shutdown``); at exit the client gets
+        the moment a waited answer gets to read it and hang up (:meth:`Connection.final_flush`)."""
         self._finish(protocol.encode_result(self.request.id, result))
+        if lingers:
+            self._connection.waited_answer_at = time.monotonic()
 
     def fail(self, code: str, message: str, **extra: Any) -> None:
         self._finish(protocol.encode_error(ProtocolError(code, message, self.request.id, extra)))
@@ -319,6 +323,22 @@ class Connection:
             self.sock.shutdown(_socket.SHUT_WR)  # the end of the answers: a subscriber stops reading
             while self.sock.recv(_READ_SIZE):
                 pass
+            if os.getpid() == 1 and self.peer.pid > 0:
+                _wait_exit(self.peer.pid, deadline)
+
+
+def _wait_exit(pid: int, deadline: float) -> None:
+    """Until process ``pid`` has exited, at most until ``deadline``: a client closes its socket
+    while it is still finishing (printing, the interpreter's exit), and as PID 1 dinit's exit would
+    SIGKILL it there, so ``dinit shutdown`` would end 137 instead of 0. Raises OSError if ``pid``
+    is already gone."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        waiter = select.poll()
+        waiter.register(pidfd, select.POLLIN)
+        waiter.poll(max(0, int((deadline - time.monotonic()) * 1000)))
+    finally:
+        os.close(pidfd)
 
 
 class Server:
