@@ -204,6 +204,7 @@ def test_reaping_an_unknown_process_is_information(monkeypatch: pytest.MonkeyPat
     (": title only", "perl", "perl"),  # nothing left: comm
     ("/usr/bin/ start", "python3", "python3"),
     ("", "reapme", "reapme"),
+    (" 102", "sleep", "sleep"),  # exec -a "" sleep 102: argv[0] is empty, the argument is no name
     ("", "", "unknown"),
 ])
 def test_program_name(monkeypatch: pytest.MonkeyPatch, command: str, comm: str, name: str) -> None:

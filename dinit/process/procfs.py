@@ -139,8 +139,9 @@ def program_name(pid: int, command: str) -> str:
     """The name a reparented process is labelled with (§6.2, §16): the last path part of the first
     word of its command line with one trailing ``:`` removed -- a daemon that set its process title
     (``nginx: master process``, ``postgres: checkpointer``) is named by its program, not the title --
-    else its ``comm``."""
-    words = command.split(maxsplit=1)
+    else its ``comm``. A command line that begins with a space has an empty first word (``exec -a ""``
+    joins as `` 102``): its arguments are no name."""
+    words = [] if command[:1].isspace() else command.split(maxsplit=1)
     if words and (name := words[0].rsplit("/", 1)[-1].removesuffix(":")):
         return name
     return comm(pid) or "unknown"
