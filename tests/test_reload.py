@@ -8,6 +8,7 @@ import itertools
 import re
 import shutil
 import signal
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -167,7 +168,7 @@ def test_replaced_directory_starts_only_after_every_old_process_is_gone(services
                                                                         pid1: bool) -> None:
     """The old instance takes a while to stop (its session too); the new one must not start before."""
     old = ('echo "up old $$" >&2\n(trap "" TERM; sleep 0.6; echo "child gone" >&2) &\n'
-           'trap "sleep 0.3; echo \\"old gone $(date +%s.%N)\\" >&2; exit 0" TERM\n'
+           'trap "sleep 0.3; echo \\"old gone \\$(date +%s.%N)\\" >&2; exit 0" TERM\n'
            'while :; do sleep 0.05; done\n')
     services.add("web", old)
     services.add("base", UP.format(tag="base"))
@@ -187,6 +188,34 @@ def test_replaced_directory_starts_only_after_every_old_process_is_gone(services
     assert stderr.index(b"child gone") < stderr.index(b"web/run: up new")  # the old session too
     assert stderr.index(b"web/run: PID %d finished" % old_pid) < stderr.index(b"web/run: up new")
     assert b"web: added, starting" not in stderr  # the replacement's line said it
+    assert stop(dinit) == 0
+
+
+def test_a_renamed_directory_starts_under_its_new_name_only_after_the_old_instance_is_gone(
+        services: Services, pid1: bool) -> None:
+    """A rename (the new entry has the identity of the instance being removed under the old name)
+    is at most one live instance too: the new name's run starts only once the old run and its
+    session are gone."""
+    services.add("a", 'echo "up x $$ $(date +%s.%N)" >&2\n'
+                 '(trap "" TERM; sleep 1.2; echo "child gone" >&2) &\n'
+                 'trap "sleep 0.8; echo \\"old gone \\$(date +%s.%N)\\" >&2; exit 0" TERM\n'
+                 'while :; do sleep 0.05; done\n')
+    services.add("base", UP.format(tag="base"))
+    dinit = start(services, pid1=pid1, DINIT_REPARENTING_POLICY="ignore", **WATCH)
+    _, old_pid = wait_up(dinit, "a")[0]
+    wait_up(dinit, "base")
+    (services.root / "a").rename(services.root / "b")
+    dinit.wait_for(rb"a: removed, stopping")
+    dinit.wait_for(rb"b/run: up ")
+    dinit.wait_for(rb"a/run: old gone")
+    dinit.wait_for(rb"a/run: child gone")
+    gone_at = float(next(line for line in dinit.service_lines("a/run")
+                         if line.startswith(b"old gone")).split()[2])
+    new_at = float(next(line for line in dinit.service_lines("b/run") if line.startswith(b"up ")).split()[3])
+    assert new_at > gone_at
+    stderr = dinit.stderr
+    assert stderr.index(b"a/run: child gone") < stderr.index(b"b/run: up ")  # the old session too
+    assert stderr.index(b"a/run: PID %d finished" % old_pid) < stderr.index(b"b/run: running with PID")
     assert stop(dinit) == 0
 
 
@@ -247,6 +276,33 @@ def test_run_still_open_for_writing_is_retried(services: Services) -> None:
     wait_up(dinit, "web")
     assert dinit.popen.poll() is None
     assert b"error" not in dinit.stderr
+    assert stop(dinit) == 0
+
+
+def test_etxtbsy_is_one_retry_chain_whatever_the_rescans_do(services: Services) -> None:
+    """Rescans more often than the 250 ms retry period do not add retry chains: by dinit's own
+    timestamps the retries come at most every 250 ms, and they end after 5 s with one error."""
+    services.add("base", UP.format(tag="base"))
+    dinit = start(services, **{**WATCH, "DINIT_WATCH_INTERVAL": "0.1"})
+    wait_up(dinit, "base")
+    staging = services.root / ".web"
+    staging.mkdir()
+    run = staging / "run"
+    retrying = rb"(" + TIME + rb") dinit: info: web: \S+/web/run is still open for writing, retrying"
+    with open(run, "w") as writer:
+        writer.write("#!/bin/sh\n" + UP.format(tag="web"))
+        writer.flush()
+        run.chmod(0o755)
+        staging.rename(services.root / "web")
+        failed = dinit.wait_for(rb"(" + TIME + rb") dinit: error: web/run: cannot run \S+/web/run: ")[0]
+    times = [datetime.fromisoformat(match.group(1).decode()).timestamp()
+             for match in re.finditer(retrying, dinit.stderr)]
+    # one chain: a retry every 250 ms at most; one line of slack for when each line is stamped
+    assert len(times) >= 8 and len(times) - 1 <= (times[-1] - times[0]) / 0.25 + 1
+    given_up = datetime.fromisoformat(failed.group(1).decode()).timestamp()
+    assert given_up - times[0] >= 4.9  # dinit's own times: retried for 5 s, then given up
+    assert len(re.findall(rb"cannot run", dinit.stderr)) == 1
+    assert dinit.popen.poll() is None
     assert stop(dinit) == 0
 
 

@@ -5,12 +5,13 @@ start what is wanted and not live, stop what is live and not wanted. An instance
 its name, the ``(st_dev, st_ino)`` of its entry (symlinks followed) and a fingerprint of its files:
 an edit in place (same inode) or a Kubernetes ConfigMap swap (new inode, same fingerprint) restarts
 nothing; other content is a replacement, started only once every process of the old instance is
-gone, so there is never more than one live instance of a name.
+gone, so there is never more than one live instance of a name. A rename (a new name whose entry has
+the identity of the instance being removed under another) waits for the old instance the same way.
 
 Everything here runs on the event loop thread; the watcher thread (``service.watch``) only asks for
 a rescan. Nothing after start-up is fatal: a broken directory stays ``pending`` with one line per
 distinct reason, an exec failure of a service added here is the same, and ``ETXTBSY`` (a ``run``
-still open for writing) is retried.
+still open for writing) is retried by one timer per service, however often rescans come.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class Record:
     """What the reconciler knows of one name. A plain class, not a dataclass: ``dataclasses``
     imports ``inspect`` and ``ast``, which would cost start-up time before the first service runs."""
 
-    __slots__ = ("announced", "busy_until", "down", "failed", "fingerprint", "identity", "reason",
-                 "sessions", "signature", "signature_since", "start_due", "started")
+    __slots__ = ("announced", "busy_retry", "busy_until", "down", "failed", "fingerprint", "identity",
+                 "leaving", "reason", "renamed_from", "sessions", "signature", "signature_since",
+                 "start_due", "started")
 
     def __init__(self, identity: Identity | None = None, fingerprint: bytes | None = None,
                  down: bool = False) -> None:
@@ -114,8 +116,16 @@ class Record:
         self.signature_since = 0.0
         #: Sessions (``run`` PIDs) of stopped instances that must be empty before the next start.
         self.sessions: list[int] = []
-        #: Until when an ``ETXTBSY`` exec failure is retried.
+        #: The identity of the instance removed under this name, until all of it is gone: a new
+        #: entry with this identity under another name is a rename and waits for it.
+        self.leaving: Identity | None = None
+        #: The instance this name was renamed from, whose programs must be gone before it starts
+        #: (its sessions are in :attr:`sessions`).
+        self.renamed_from: ServiceState | None = None
+        #: Until when an ``ETXTBSY`` exec failure is retried, and the one retry scheduled: a
+        #: rescan meanwhile does not start the service (that would be a second retry chain).
         self.busy_until: float | None = None
+        self.busy_retry: Timer | None = None
         #: The state this reconciler started (its exec failures are not fatal).
         self.started: ServiceState | None = None
 
@@ -239,7 +249,9 @@ class Reconciler:
         if names is None:
             return []
         changes: list[Change] = []
-        for name in sorted(set(names) | set(self._records), key=os.fsencode):
+        # names that left first: a rename's new name then finds the instance it must wait for
+        for name in sorted(set(names) | set(self._records), key=lambda name: (name in names,
+                                                                              os.fsencode(name))):
             action = self._reconcile(name, name in names)
             if action is not None:
                 changes.append(Change(name, action))
@@ -351,7 +363,17 @@ class Reconciler:
             record.fingerprint = fingerprint(path)  # edited in place: accepted without a restart
         if entry is not None and record.start_due and entry.service is None and action is None:
             action = self._pending(name, record, state, entry)
+        if entry is not None and record.identity is None:
+            self._follow_rename(name, record, entry.identity)
         return action
+
+    def _follow_rename(self, name: str, record: Record, identity: Identity) -> None:
+        """A new entry with the identity of an instance still being removed under another name is
+        that instance renamed: it starts only once every process of the old one is gone."""
+        for old_name, old in self._records.items():
+            if old_name != name and old.leaving == identity:
+                record.renamed_from = self.supervisor.states.get(old_name)
+                record.sessions += [session for session in old.sessions if session not in record.sessions]
 
     def _note_signature(self, record: Record, entry: Entry | None) -> None:
         if entry is not None and entry.signature != record.signature:
@@ -362,9 +384,12 @@ class Reconciler:
         """The entry left the directory: stop a live instance, forget the name once all is gone."""
         if live:
             self._stop(name, record, StopReason.REMOVED, Action.REMOVED)
+        if record.identity is not None and state is not None and (state.programs() or record.sessions):
+            record.leaving = record.identity
         record.identity = None
         record.start_due = False
         record.busy_until = None
+        self._cancel_retry(record)
         if state is None or self.supervisor.remove_service(name):
             del self._records[name]
 
@@ -425,8 +450,8 @@ class Reconciler:
         """Take the next step for a name whose old instance may just have gone: forget it (removed),
         mark it down (down file), or start the new instance."""
         record = self._records.get(name)
-        if record is None or self.supervisor.terminating:
-            return
+        if record is None or self.supervisor.terminating or record.busy_retry is not None:
+            return  # a retry after ETXTBSY is due: it, not this, starts the service
         state = self.supervisor.states.get(name)
         removed = record.identity is None and not record.start_due
         going_down = (record.down and state is not None and state.reason is StopReason.DOWN_FILE
@@ -446,11 +471,15 @@ class Reconciler:
             self._start_if_quiet(name, record)
 
     def _old_gone(self, record: Record, state: ServiceState | None) -> bool:
-        """Every process of the old instance gone: run, hook, logger, finish, and its session."""
-        if state is not None and state.programs():
+        """Every process of the old instance gone: run, hook, logger, finish, and its session; for a
+        rename, those of the instance under the old name."""
+        if any(old is not None and old.programs() for old in (state, record.renamed_from)):
             return False
         record.sessions = [session for session in record.sessions if session_members(session)]
-        return not record.sessions
+        if record.sessions:
+            return False
+        record.leaving = record.renamed_from = None
+        return True
 
     def _poll_gone(self) -> None:
         if self._gone_timer is None:
@@ -510,7 +539,8 @@ class Reconciler:
             if now < record.busy_until:
                 logger.info("{path} is still open for writing, retrying", service=state.name, path=path)
                 record.start_due = True
-                self.loop.call_later(BUSY_RETRY, self._advance, state.name)
+                self._cancel_retry(record)
+                record.busy_retry = self.loop.call_later(BUSY_RETRY, self._retry_busy, state.name)
                 return True
         record.busy_until = None
         reason = exec_errors.explain(path, error)
@@ -521,6 +551,19 @@ class Reconciler:
         record.failed = record.signature
         state.transition(Phase.PENDING, now, why=record.reason)
         return True
+
+    def _retry_busy(self, name: str) -> None:
+        record = self._records.get(name)
+        if record is not None:
+            record.busy_retry = None
+            self._advance(name)
+
+    @staticmethod
+    def _cancel_retry(record: Record) -> None:
+        """Drop the retry scheduled after ``ETXTBSY`` (the entry is gone, or a new one replaces it)."""
+        if record.busy_retry is not None:
+            record.busy_retry.cancel()
+            record.busy_retry = None
 
     # -- the watcher ----------------------------------------------------------------------------------
 
