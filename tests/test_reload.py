@@ -378,6 +378,14 @@ def test_command_main_is_never_touched(services: Services) -> None:
     services.add("web", UP.format(tag="web"))
     wait_up(dinit, "web")
     assert ups(dinit, "main") == [("main", main)] and b"finished" not in dinit.stderr
+    # A directory service named main is the start-up error of §2 at start; added later, one warning.
+    services.add("main", UP.format(tag="dir-main"))
+    dinit.wait_for(rb"warning: main: service directory \S+/main conflicts with the command given to "
+                   rb"dinit, not started")
+    services.add("later", UP.format(tag="later"))  # rescans go on, the warning is not repeated
+    wait_up(dinit, "later")
+    assert len(re.findall(rb"conflicts with the command", dinit.stderr)) == 1
+    assert ups(dinit, "main") == [("main", main)] and b"up dir-main" not in dinit.stderr
     assert stop(dinit) == 0
 
 

@@ -229,6 +229,9 @@ class Reconciler:
         self._last_rescan = float("-inf")
         self._gone_timer: Timer | None = None
         self._directory_missing = False
+        #: A directory entry named like command mode's ``main`` was said to be ignored (once while
+        #: it stays).
+        self._conflict_said = False
         self._watcher: object | None = None
         supervisor.on_exec_failure = self._exec_failed
 
@@ -325,8 +328,12 @@ class Reconciler:
 
     def _reconcile(self, name: str, listed: bool) -> Action | None:
         state = self.supervisor.states.get(name)
-        if state is not None and state.service.command:
-            return None  # command-mode main is never touched by a rescan (§11)
+        if state is not None and state.service.command:  # never touched by a rescan (§11)
+            if listed and not self._conflict_said:
+                logger.warning("service directory {path} conflicts with the command given to dinit, "
+                               "not started", service=name, path=os.path.join(self.config.directory, name))
+            self._conflict_said = listed
+            return None
         path = os.path.join(self.config.directory, name)
         entry = observe(name, path, self._finish_is_stop) if listed else None
         record = self._records.get(name)
