@@ -273,3 +273,20 @@ def test_a_restarted_instance_goes_on_from_its_predecessors_state(services: Serv
     assert again["pid"] != events.events[0]["pid"]
     dinit.signal(signal.SIGTERM)
     assert dinit.wait() == 0
+
+
+def test_down_says_why_a_control_stop_or_a_down_file(services: Services, tmp_path: Path, pid1: bool) -> None:
+    """§14 ``reason`` of a ``down`` event: ``control`` when ``dinit stop`` holds it down, ``down-file``
+    when its down file does (and the replay says the same)."""
+    services.add("web", FOREVER)
+    services.add("db", FOREVER, down=True)
+    dinit, ctl = launch(services, tmp_path, pid1)
+    events = Subscriber(dinit, ctl)
+    events.wait_for(kind="container", state="running")
+    assert ctl("stop", "web").returncode == 0
+    assert events.wait_for(service="web", state="down", replay=False)["reason"] == "control"
+    assert events.wait_for(service="db", state="down", replay=True)["reason"] == "down-file"
+    replay = Subscriber(dinit, ctl)
+    assert replay.wait_for(service="web", replay=True)["reason"] == "control"
+    dinit.signal(signal.SIGTERM)
+    assert dinit.wait() == 0

@@ -82,7 +82,8 @@ class Events:
             exit_ = ({"code": os.WEXITSTATUS(status), "signal": None} if os.WIFEXITED(status)
                      else {"code": None, "signal": os.WTERMSIG(status)})
         reason = state.reason.value if state.reason is not None else (
-            "exit" if phase in _ENDED else "down-file" if phase is Phase.DOWN else None)
+            "exit" if phase in _ENDED else None if phase is not Phase.DOWN
+            else "control" if state.held else "down-file")  # held down by §12 stop, or a down file
         pid = state.run.pid if state.run is not None else self._pids.get(state.name)
         return {"kind": "service", "service": state.name, "stage": "run", "state": phase.value,
                 "previous": previous, "pid": pid, "ready": phase is Phase.RUNNING, "exit": exit_,
