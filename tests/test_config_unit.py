@@ -297,7 +297,7 @@ def test_a_word_and_a_number_out_of_range_are_told_the_same_range(variable: str,
     from dinit.readiness import settings
 
     for value in ("soon", too_small):
-        with pytest.raises(ConfigError) as error:
+        with pytest.raises(ConfigError) as error:  # whichever of the two reads the variable raises
             load({variable: value})
             settings.load({variable: value})
         assert str(error.value) == f"invalid {variable} {value!r}: accepted is {accepted}"

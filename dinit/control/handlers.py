@@ -15,7 +15,7 @@ import time
 
 from .. import __version__
 from ..lifecycle.signals import NUMBERS
-from ..lifecycle.state import ContainerPhase, Phase, ServiceState, StopReason
+from ..lifecycle.state import ENDED, UP, ContainerPhase, Phase, ServiceState, StopReason
 from ..loop import Timer
 from ..service.discovery import Service
 from . import protocol
@@ -33,8 +33,6 @@ else:
     import _signal as signal  # signal without its enums (lean.py: start-up)
 
 
-_ENDED = frozenset({Phase.DISABLED, Phase.STOPPED, Phase.CRASHED})
-_UP = frozenset({Phase.STARTING, Phase.RUNNING})
 _POLL = 0.05
 #: Longest wait a client may ask for (a day): a bound, not a policy.
 _MAX_WAIT = 86400.0
@@ -290,7 +288,7 @@ class Handlers:
                 continue
             watch = watches.get(state.name)
             detail = watch.detail if watch is not None and state.phase is Phase.STARTING else ""
-            if not detail and state.phase in _ENDED and state.last_exit is not None:
+            if not detail and state.phase in ENDED and state.last_exit is not None:
                 exit_ = _exit(state.last_exit) or {}
                 detail = f"exit {exit_['code']}" if "code" in exit_ else f"signal {exit_.get('signal')}"
             waiting.append({"name": state.name, "state": state.phase.value,
@@ -326,7 +324,7 @@ class Handlers:
         for state in states:
             state.held = True
             self._start_when_gone.pop(state.name, None)
-            if not self.supervisor.stop_service(state.name, StopReason.CONTROL) and state.phase in _ENDED:
+            if not self.supervisor.stop_service(state.name, StopReason.CONTROL) and state.phase in ENDED:
                 state.transition(Phase.DOWN, self.loop.time())
         self._wait(call, states, lambda s: not s.live and not s.programs(), wait)
 
@@ -336,7 +334,7 @@ class Handlers:
         wait = self._wait_seconds(call, 7.0)
         for state in states:
             state.held = False
-            if state.phase not in _UP:
+            if state.phase not in UP:
                 self._start_when_gone[state.name] = state
         self._begin_starts(call)
         self._wait(call, states, self._started, wait)
@@ -355,7 +353,7 @@ class Handlers:
     def _started(self, state: ServiceState) -> bool:
         """Started and ready, or ended again on its own after its start (done, but failed)."""
         return state.name not in self._start_when_gone and (
-            state.phase is Phase.RUNNING or state.phase in _ENDED or state.phase is Phase.DOWN)
+            state.phase is Phase.RUNNING or state.phase in ENDED or state.phase is Phase.DOWN)
 
     def _begin_starts(self, call: Call) -> None:
         """Start now what has no program left; the rest starts from :meth:`settle`. A program that
@@ -440,7 +438,7 @@ class Handlers:
             call.ok({"service": describe(state, self.loop.time()),
                      "status": status_of(status) if status is not None else None})
 
-        self._add_waiter(_Waiter(call, [state], lambda s: s.run is None and s.phase in _ENDED, None,
+        self._add_waiter(_Waiter(call, [state], lambda s: s.run is None and s.phase in ENDED, None,
                                  answer))
 
     def _job_name(self, name: object) -> str:
@@ -476,7 +474,7 @@ class Handlers:
         """Settle soon when something may wait for this change: a client's wait, a start waiting for
         an old instance to go, a held service that ended. Nothing else is scheduled: teardown makes
         two changes per service, and each settle would cost SIGTERM-to-exit time (§8)."""
-        if self._awaited() or (state.held and state.phase in _ENDED):
+        if self._awaited() or (state.held and state.phase in ENDED):
             self._schedule(0)
 
     def _awaited(self) -> bool:
@@ -502,7 +500,7 @@ class Handlers:
         supervisor = self.supervisor
         now = self.loop.time()
         for state in list(supervisor.states.values()):
-            if state.held and state.phase in _ENDED:
+            if state.held and state.phase in ENDED:
                 state.transition(Phase.DOWN, now)
         if supervisor.terminating:
             self._start_when_gone.clear()

@@ -97,9 +97,7 @@ class Call:
     def ok(self, result: Any, lingers: bool = False) -> None:
         """``lingers``: an answer dinit may exit right after (``shutdown``); at exit the client gets
         the moment a waited answer gets to read it and hang up (:meth:`Connection.final_flush`)."""
-        self._finish(protocol.encode_result(self.request.id, result))
-        if lingers:
-            self._connection.waited_answer_at = time.monotonic()
+        self._finish(protocol.encode_result(self.request.id, result), lingers)
 
     def fail(self, code: str, message: str, **extra: Any) -> None:
         self._finish(protocol.encode_error(ProtocolError(code, message, self.request.id, extra)))
@@ -110,11 +108,11 @@ class Call:
         if not self.answered:
             self._connection.stream(self, line)
 
-    def _finish(self, line: bytes) -> None:
+    def _finish(self, line: bytes, lingers: bool = False) -> None:
         if self.answered:
             return
         self.answered = True
-        self._connection.answered(self, line)
+        self._connection.answered(self, line, lingers)
 
 
 class Connection:
@@ -207,11 +205,13 @@ class Connection:
 
     # -- answering -----------------------------------------------------------------------------------
 
-    def answered(self, call: Call, line: bytes) -> None:
+    def answered(self, call: Call, line: bytes, lingers: bool = False) -> None:
+        """Queue ``call``'s answer. One that came after waiting (not while its request was
+        dispatched), or that ``lingers``, gives the client its moment at exit (:meth:`final_flush`)."""
         if self.closed:
             return
         self._ready[call] = line
-        if not self._dispatching:
+        if lingers or not self._dispatching:
             self.waited_answer_at = time.monotonic()
         while self._calls and self._calls[0] in self._ready:
             self._write(self._ready.pop(self._calls.popleft()))

@@ -27,7 +27,7 @@ from ..loop import Loop, Timer
 from ..process import exec_errors
 from ..process.procfs import session_members
 from ..service.discovery import Service, ServiceError, load_service
-from .state import Phase, ServiceState, StopReason
+from .state import LIVE, UP, Phase, ServiceState, StopReason
 from .supervisor import Supervisor
 
 TYPE_CHECKING = False
@@ -253,8 +253,8 @@ class Reconciler:
             return []
         changes: list[Change] = []
         # names that left first: a rename's new name then finds the instance it must wait for
-        for name in sorted(set(names) | set(self._records), key=lambda name: (name in names,
-                                                                              os.fsencode(name))):
+        for name in sorted(set(names) | set(self._records), key=lambda known: (known in names,
+                                                                               os.fsencode(known))):
             action = self._reconcile(name, name in names)
             if action is not None:
                 changes.append(Change(name, action))
@@ -341,7 +341,7 @@ class Reconciler:
             return None
         if record is None:
             record = self._records[name] = Record()
-        live = state is not None and state.phase in (Phase.STARTING, Phase.RUNNING)
+        live = state is not None and state.phase in UP
         action = decide(record, entry, live, lambda: fingerprint(path))
         edited = entry is not None and entry.signature != record.signature
         self._note_signature(record, entry)
@@ -428,7 +428,7 @@ class Reconciler:
         record.reason = entry.reason
         if state is None or not state.programs():
             state = self.supervisor.add_service(_placeholder(name, self.config.directory))
-        if state.phase not in (Phase.STARTING, Phase.RUNNING, Phase.STOPPING):
+        if state.phase not in LIVE:
             state.transition(Phase.PENDING, self.loop.time(), why=entry.reason)
         return Action.PENDING
 

@@ -56,17 +56,20 @@ class ContainerPhase(Enum):
     STOPPED = "stopped"
 
 
-_ENDED = frozenset({Phase.DISABLED, Phase.STOPPED, Phase.CRASHED})
-_LIVE = frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPING})
-_UP = frozenset({Phase.STARTING, Phase.RUNNING})
+#: Phases in which ``run`` has ended by itself or been stopped (§10).
+ENDED = frozenset({Phase.DISABLED, Phase.STOPPED, Phase.CRASHED})
+#: Phases in which ``run`` is running (starting, running or being stopped).
+LIVE = frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPING})
+#: Phases in which ``run`` is running and not asked to stop.
+UP = frozenset({Phase.STARTING, Phase.RUNNING})
 #: Which phase may follow which. A service that ended, or is down, may be started again (hot
 #: reload, the control socket); one that is starting may become ready or end.
 _NEXT: Mapping[Phase, frozenset[Phase]] = {
     Phase.PENDING: frozenset({Phase.DOWN, Phase.STARTING, Phase.RUNNING, Phase.PENDING}),
     Phase.DOWN: frozenset({Phase.PENDING, Phase.STARTING, Phase.RUNNING}),
-    Phase.STARTING: frozenset({Phase.RUNNING, Phase.STOPPING}) | _ENDED,
-    Phase.RUNNING: frozenset({Phase.STOPPING}) | _ENDED,
-    Phase.STOPPING: _ENDED,
+    Phase.STARTING: frozenset({Phase.RUNNING, Phase.STOPPING}) | ENDED,
+    Phase.RUNNING: frozenset({Phase.STOPPING}) | ENDED,
+    Phase.STOPPING: ENDED,
     Phase.DISABLED: frozenset({Phase.PENDING, Phase.DOWN, Phase.STARTING, Phase.RUNNING}),
     Phase.STOPPED: frozenset({Phase.PENDING, Phase.DOWN, Phase.STARTING, Phase.RUNNING}),
     Phase.CRASHED: frozenset({Phase.PENDING, Phase.DOWN, Phase.STARTING, Phase.RUNNING}),
@@ -130,7 +133,7 @@ class ServiceState:
     @property
     def live(self) -> bool:
         """Whether ``run`` is running (starting, running or being stopped)."""
-        return self.phase in _LIVE
+        return self.phase in LIVE
 
     @property
     def counts(self) -> bool:
@@ -149,11 +152,11 @@ class ServiceState:
             raise InvalidTransition(f"{self.name}: {previous.value} -> {phase.value}")
         stage, template = _READY_LINE if (previous, phase) == (Phase.STARTING, Phase.RUNNING) \
             else _HELD_LINE if phase is Phase.DOWN and self.held else _LINES[phase]
-        if phase is not Phase.STOPPING and phase not in _ENDED:
+        if phase is not Phase.STOPPING and phase not in ENDED:
             self.reason = None
         self.phase = phase
         self.since = now
-        if phase in _UP and previous not in _LIVE:
+        if phase in UP and previous not in LIVE:
             self.run_since, self.ready_since = now, None
         elif previous is Phase.STARTING and phase is Phase.RUNNING:
             self.ready_since = now

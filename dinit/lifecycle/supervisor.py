@@ -27,7 +27,7 @@ from ..service.discovery import Service
 from .hooks import ContainerHooks, HookPaths
 from .outcome import Outcome, describe, explain, signal_name
 from .signals import FORWARDED_SIGNALS, STOP_SIGNALS, ignorable, transparent_forwarded
-from .state import ContainerPhase, Phase, ServiceState, StopReason
+from .state import UP, ContainerPhase, Phase, ServiceState, StopReason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class Supervisor:
             self._teardown_word = signal_name(signum)
             self._begin_teardown(stop_services=False)
             for state in self.states.values():
-                if state.phase in (Phase.STARTING, Phase.RUNNING):
+                if state.phase in UP:
                     state.reason = StopReason.TEARDOWN
                     state.transition(Phase.STOPPING, self.loop.time())
 
@@ -420,7 +420,7 @@ class Supervisor:
         self.loop.call_later(_FIRST_WAIT_WARNING, self._still_waiting)
         if stop_services:
             for state in self.states.values():
-                if state.phase in (Phase.STARTING, Phase.RUNNING):
+                if state.phase in UP:
                     self._stop(state, StopReason.TEARDOWN)
         self.reparenter.teardown()
         self._check_done()
@@ -454,7 +454,7 @@ class Supervisor:
         """Stop one service as teardown stops it, without tearing the container down: its exit does
         not count for the exit code (§10, §11 removal, §12 ``stop``). False if it is not running."""
         state = self.states.get(name)
-        if state is None or state.phase not in (Phase.STARTING, Phase.RUNNING):
+        if state is None or state.phase not in UP:
             return False
         self._stop(state, reason)
         return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from ..clock import timestamp
-from ..lifecycle.state import ContainerPhase, Phase, ServiceState
+from ..lifecycle.state import ENDED, ContainerPhase, Phase, ServiceState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ _PS_STATUS = {Phase.PENDING: "starting", Phase.STARTING: "starting", Phase.RUNNI
               Phase.STOPPED: "crashed", Phase.CRASHED: "crashed"}
 _CONTAINER_PS = {ContainerPhase.STARTING: "starting", ContainerPhase.RUNNING: "running",
                  ContainerPhase.STOPPING: "running", ContainerPhase.STOPPED: "crashed"}
-_ENDED = frozenset({Phase.DISABLED, Phase.STOPPED, Phase.CRASHED})
 
 
 class Events:
@@ -77,12 +76,12 @@ class Events:
     def service_fields(self, state: ServiceState, previous: str | None) -> Event:
         phase = state.phase
         exit_ = None
-        if phase in _ENDED and state.last_exit is not None:
+        if phase in ENDED and state.last_exit is not None:
             status = state.last_exit
             exit_ = ({"code": os.WEXITSTATUS(status), "signal": None} if os.WIFEXITED(status)
                      else {"code": None, "signal": os.WTERMSIG(status)})
         reason = state.reason.value if state.reason is not None else (
-            "exit" if phase in _ENDED else None if phase is not Phase.DOWN
+            "exit" if phase in ENDED else None if phase is not Phase.DOWN
             else "control" if state.held else "down-file")  # held down by §12 stop, or a down file
         pid = state.run.pid if state.run is not None else self._pids.get(state.name)
         return {"kind": "service", "service": state.name, "stage": "run", "state": phase.value,

@@ -14,7 +14,7 @@ import os
 import sys
 
 from ..lean import suppress
-from ..lifecycle.state import Phase, ServiceState
+from ..lifecycle.state import LIVE, Phase, ServiceState
 from ..log import logger
 from ..output.multiplexer import make_pipe
 from ..process import procfs
@@ -25,13 +25,28 @@ from .settings import Settings
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable, Mapping
+    from typing import Protocol
 
-    from ..lifecycle.supervisor import Supervisor
+    from ..loop import Loop
+
+    class ReadinessHost(Protocol):
+        """What readiness needs of the supervisor, and nothing more (no import cycle with it)."""
+
+        loop: Loop
+        observers: list[Callable[[ServiceState, Phase], None]]
+
+        @property
+        def devnull(self) -> int: ...
+        def known(self, pid: int) -> bool: ...
+        def reap_quietly(self, pid: int) -> None: ...
+        def add_program(self, program: Program) -> None: ...
+        def spawn_labelled(self, name: str, path: str, argv: tuple[str, ...], cwd: str, stage: str,
+                           stdin: int, stdout: int | None, env: Mapping[str, str]) -> int: ...
 
 
 #: How often ``ready-port`` looks at /proc/net while the service is starting.
 PORT_POLL = 0.25
-_LIVE = frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPING})
 #: ``struct ucred`` (pid, uid, gid: three 32-bit integers), read without ``struct`` (start-up).
 _UCRED_SIZE = 12
 
@@ -79,7 +94,7 @@ class Watch:
 class Readiness:
     """The readiness sources of every service, on the supervisor's loop."""
 
-    def __init__(self, host: Supervisor, settings: Settings) -> None:
+    def __init__(self, host: ReadinessHost, settings: Settings) -> None:
         self._host = host
         self._settings = settings
         self._launches: dict[str, Launch] = {}
@@ -151,10 +166,10 @@ class Readiness:
         """Leaving ``starting`` ends the polling and any check; the notify socket stays while
         ``run`` runs (``STATUS=``, ``STOPPING=1``)."""
         watch = self.watches.get(state.name)
-        if watch is None or (previous is not Phase.STARTING and state.phase in _LIVE):
+        if watch is None or (previous is not Phase.STARTING and state.phase in LIVE):
             return
         self._stop_polling(watch)
-        if state.phase not in _LIVE:
+        if state.phase not in LIVE:
             self._close_socket(watch)
             del self.watches[state.name]
 
